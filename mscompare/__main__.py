@@ -1,0 +1,4 @@
+"""Entry point for `python -m mscompare`."""
+from mscompare.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""Command line: info, train, runs, predict, reproduce. Bad input exits 2 with a one-line error."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from mscompare.config import DATASETS
+from mscompare.models import MODELS
+
+
+class ArgParser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _positive(s: str) -> int:
+    v = int(s)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
+    return v
+
+
+def cmd_info(a) -> int:
+    from mscompare.profile import compare
+
+    df = compare(a.dataset, a.units, a.width)
+    if a.json:
+        print(df.to_json(orient="records"))
+    else:
+        cols = ["model", "units", "params", "unit_params", "macs", "unit_ratio", "params_ratio", "macs_ratio"]
+        print(f"{a.dataset}: width {a.width}; MACs per image (fvcore 'flops' = multiply-adds)")
+        print(df[cols].to_string(index=False))
+    return 0
+
+
+def _progress_printer(total: int, as_json: bool):
+    if as_json:
+        return lambda s: print(json.dumps({"event": "progress", **{k: round(v, 4) if isinstance(v, float) else v
+                                                                   for k, v in s.items()}}), flush=True), None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="it", disable=not sys.stderr.isatty())
+
+    def show(s):
+        bar.update(s["iter"] - bar.n)
+        bar.set_postfix(acc=f"{s['test_acc']:.4f}", loss=f"{s['loss']:.3f}", ips=f"{s['images_per_s']:.0f}")
+
+    return show, bar
+
+
+def cmd_train(a) -> int:
+    from mscompare.config import config_for
+    from mscompare.data import DatasetError, load_dataset
+    from mscompare.runs import RunStore, execute
+    from mscompare.train import preset
+
+    tcfg = preset(a.preset, a.dataset, iters=a.iters, batch_size=a.batch_size, eval_every=a.eval_every,
+                  device=a.device, seed=a.seed, data_root=a.data_root, lr=a.lr, optimizer=a.optimizer)
+    try:
+        data = load_dataset(a.dataset, a.data_root)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    c, h, _ = data[0].shape
+    shape = {} if a.dataset in DATASETS else {"in_channels": c, "input_size": h, "num_classes": len(data[0].classes)}
+    mcfg = config_for(a.model, a.dataset, units=a.units, width=a.width, **shape)
+    store = RunStore(a.runs_dir)
+    rid = store.create(mcfg, tcfg, tag="cli")
+    show, bar = _progress_printer(tcfg.iters, a.json)
+    row = execute(store, rid, store.dir / "checkpoints", data=data, on_progress=show)
+    if bar is not None:
+        bar.close()
+    if row["status"] != "done":
+        print(f"error: run {rid} {row['status']}: {row['message']}", file=sys.stderr)
+        return 1
+    result = {"model": a.model, "dataset": a.dataset, "iters": tcfg.iters, "test_acc": row["test_acc"],
+              "params": row["params"], "macs": row["macs"], "seconds": round(row["seconds"], 2),
+              "images_per_s": round(row["images_per_s"], 1), "run_id": rid, "checkpoint": row["checkpoint"]}
+    print(json.dumps(result) if a.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    return 0
+
+
+def cmd_runs(a) -> int:
+    import pandas as pd
+
+    from mscompare.runs import RunStore
+
+    store = RunStore(a.runs_dir)
+    if a.action == "show":
+        row = store.get(a.id) if a.id else None
+        if row is None:
+            print(f"error: no run {a.id!r} in {store.path}", file=sys.stderr)
+            return 2
+        row["curve"] = store.curve(a.id)
+        print(json.dumps(row, indent=1, default=str))
+        return 0
+    df = pd.DataFrame(store.list())
+    cols = ["id", "status", "model", "dataset", "preset", "seed", "iters", "test_acc", "params", "seconds",
+            "images_per_s", "message"]
+    if a.action == "export":
+        if not a.csv:
+            print("error: runs export needs --csv FILE", file=sys.stderr)
+            return 2
+        df.to_csv(a.csv, index=False)
+        print(f"wrote {len(df)} runs to {a.csv}")
+        return 0
+    print(df[cols].to_string(index=False) if not df.empty else f"no runs in {store.path}")
+    return 0
+
+
+def cmd_predict(a) -> int:
+    from mscompare.predict import ImageError, load_set, predict_files
+
+    try:
+        models = load_set(a.set)
+    except Exception as e:  # noqa: BLE001
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    results, failed = predict_files(models, a.images, invert=a.invert)
+    for path, err in failed:
+        print(f"error: {path}: {err}", file=sys.stderr)
+    if a.json:
+        print(json.dumps([{"image": r["image"], "predictions": r["predictions"]} for r in results]))
+    else:
+        for r in results:
+            print(r["image"])
+            for m, top in r["predictions"].items():
+                print(f"  {m:10s} " + "  ".join(f"{t['label']} {t['prob']:.3f}" for t in top))
+    return 1 if failed else 0
+
+
+def cmd_reproduce(a) -> int:
+    from mscompare.reproduce import run_all, write_report
+    from mscompare.runs import RunStore
+
+    store = RunStore(a.runs_dir)
+    models = list(MODELS) if a.models == ["all"] else a.models
+    for m in models:
+        if m not in MODELS:
+            print(f"error: unknown model {m!r}; choose from {', '.join(MODELS)} or all", file=sys.stderr)
+            return 2
+    run_all(store, a.dataset, models, a.seeds, a.preset, a.iters, a.data_root, a.width, a.threads,
+            checkpoint_dir=store.dir / "checkpoints")
+    for kind, path in write_report(store, a.dataset, a.out, a.preset).items():
+        print(f"wrote {kind}: {path}")
+    return 0
+
+
+def build_parser() -> ArgParser:
+    p = ArgParser(prog="mscompare", description="Compare multi-scale separable units with classic CNN units.")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=ArgParser)
+    datasets = list(DATASETS)
+
+    i = sub.add_parser("info", help="params and MACs of all five models")
+    i.add_argument("--dataset", choices=datasets, default="mnist")
+    i.add_argument("--units", type=int, choices=range(1, 5), metavar="{1-4}")
+    i.add_argument("--width", type=_positive, default=32)
+    i.add_argument("--json", action="store_true")
+
+    t = sub.add_parser("train", help="train one model")
+    t.add_argument("--model", choices=list(MODELS), required=True)
+    t.add_argument("--dataset", required=True, help=f"{', '.join(datasets)} or a folder name under --data-root")
+    t.add_argument("--preset", choices=["paper", "quick", "modern"], default="paper")
+    t.add_argument("--units", type=int, choices=range(1, 5), metavar="{1-4}")
+    t.add_argument("--width", type=_positive, default=32)
+    for name in ("--iters", "--batch-size", "--eval-every"):
+        t.add_argument(name, type=_positive)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--optimizer", choices=["adam", "sgd"])
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--json", action="store_true")
+
+    r = sub.add_parser("runs", help="list, show or export stored runs")
+    r.add_argument("action", nargs="?", choices=["list", "show", "export"], default="list")
+    r.add_argument("id", nargs="?")
+    r.add_argument("--csv")
+
+    pr = sub.add_parser("predict", help="predict images with the shipped checkpoints")
+    pr.add_argument("--set", choices=["mnist", "cifar10"], required=True)
+    pr.add_argument("--invert", choices=["auto", "yes", "no"], default="auto")
+    pr.add_argument("--json", action="store_true")
+    pr.add_argument("images", nargs="+")
+
+    rp = sub.add_parser("reproduce", help="train every model with the paper's protocol and write the report")
+    rp.add_argument("--dataset", choices=datasets, required=True)
+    rp.add_argument("--models", nargs="+", default=["all"])
+    rp.add_argument("--seeds", type=_positive, default=2)
+    rp.add_argument("--iters", type=_positive)
+    rp.add_argument("--preset", choices=["paper", "modern", "quick"], default="paper")
+    rp.add_argument("--width", type=_positive, default=32)
+    rp.add_argument("--threads", type=int, default=0)
+    rp.add_argument("--out", default="docs/results")
+
+    for s in (t, r, rp):
+        s.add_argument("--runs-dir", default="runs")
+    for s in (t, rp):
+        s.add_argument("--data-root", default="data")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        return {"info": cmd_info, "train": cmd_train, "runs": cmd_runs, "predict": cmd_predict,
+                "reproduce": cmd_reproduce}[a.cmd](a)
+    except ValueError as e:  # config validation (width, units, size)
+        print(f"mscompare: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished runs are kept in the run store", file=sys.stderr)
+        return 130

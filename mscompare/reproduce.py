@@ -1,0 +1,115 @@
+"""Reproduce the paper's Tables 3-6 and Figs 5-8: train every model over seeds (resumably), then report."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from mscompare.config import config_for
+from mscompare.models import MODELS
+from mscompare.runs import RunStore, execute
+from mscompare.train import preset
+
+# The paper's reported test accuracies (%), Tables 3-6; None where the text gives no number.
+PAPER_ACC = {
+    "mnist": {"ms_add": 99.03, "ms_concat": 98.99, "mobilenet": 94.59, "alexnet": 97.80, "googlenet": 97.98},
+    "cifar10": {"ms_concat": 72.4, "ms_add": 71.1, "mobilenet": 65.6, "alexnet": None, "googlenet": None},
+    "svhn": {"googlenet": 92.3, "alexnet": 92.0, "ms_concat": 91.6, "ms_add": 91.3, "mobilenet": 90.8},
+    "tiny-imagenet": {"googlenet": 48.26, "alexnet": 44.25, "mobilenet": 34.53, "ms_concat": None, "ms_add": None},
+}
+
+
+def tag_for(dataset: str, preset_name: str) -> str:
+    return f"reproduce:{dataset}:{preset_name}"
+
+
+def plan(dataset: str, models: list[str], seeds: int, preset_name: str = "paper", iters: int | None = None,
+         data_root: str = "data", width: int = 32, threads: int = 0) -> list[tuple]:
+    """(model_cfg, train_cfg) for every model x seed, seed-major so seed 0 of every model finishes first."""
+    out = []
+    for seed in range(seeds):
+        for m in models:
+            tcfg = preset(preset_name, dataset, iters=iters, seed=seed, data_root=data_root, threads=threads)
+            out.append((config_for(m, dataset, width=width), tcfg))
+    return out
+
+
+def run_all(store: RunStore, dataset: str, models: list[str] | None = None, seeds: int = 2,
+            preset_name: str = "paper", iters: int | None = None, data_root: str = "data", width: int = 32,
+            threads: int = 0, checkpoint_dir: str | Path | None = None, log=print) -> list[str]:
+    """Train whatever of the plan isn't done yet (a finished run with the same config is reused)."""
+    from mscompare.data import load_dataset
+
+    models = models or list(MODELS)
+    tag = tag_for(dataset, preset_name)
+    done = {(r["model_config"], r["train_config"]): r["id"] for r in store.list(tag=tag, status="done")}
+    data, ids = None, []
+    for mcfg, tcfg in plan(dataset, models, seeds, preset_name, iters, data_root, width, threads):
+        key = (json.dumps(mcfg.to_dict()), json.dumps(tcfg.__dict__))
+        if key in done:
+            ids.append(done[key])
+            log(f"skip {mcfg.model} seed {tcfg.seed}: already done ({done[key]})")
+            continue
+        data = data or load_dataset(dataset, data_root)
+        rid = store.create(mcfg, tcfg, tag)
+        log(f"train {mcfg.model} seed {tcfg.seed} on {dataset} ({tcfg.iters} iters) as {rid}")
+        row = execute(store, rid, checkpoint_dir, data=data)
+        log(f"  {row['status']}: test_acc={row['test_acc']} {row['message'] or ''}")
+        ids.append(rid)
+    return ids
+
+
+def table(store: RunStore, dataset: str, preset_name: str = "paper") -> pd.DataFrame:
+    """Tables 3-6: one row per model with mean +- std accuracy over seeds, beside the paper's number."""
+    runs = pd.DataFrame(store.list(tag=tag_for(dataset, preset_name), status="done"))
+    if runs.empty:
+        return runs
+    g = runs.groupby("model")
+    df = pd.DataFrame({
+        "params": g["params"].first(), "macs": g["macs"].first(), "seeds": g["test_acc"].count(),
+        "acc_mean": (g["test_acc"].mean() * 100).round(2), "acc_std": (g["test_acc"].std(ddof=1) * 100).round(2),
+        "seconds": g["seconds"].mean().round(0), "images_per_s": g["images_per_s"].mean().round(0),
+    }).reset_index()
+    df["paper_acc"] = df["model"].map(PAPER_ACC.get(dataset, {}))
+    order = {m: i for i, m in enumerate(MODELS)}
+    return df.sort_values("model", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+def curves(store: RunStore, dataset: str, preset_name: str = "paper") -> pd.DataFrame:
+    runs = store.list(tag=tag_for(dataset, preset_name), status="done")
+    meta = {r["id"]: (r["model"], r["seed"]) for r in runs}
+    pts = pd.DataFrame(store.curves(list(meta)))
+    if pts.empty:
+        return pts
+    pts["model"] = pts["run_id"].map(lambda i: meta[i][0])
+    pts["seed"] = pts["run_id"].map(lambda i: meta[i][1])
+    return pts
+
+
+def write_report(store: RunStore, dataset: str, out: str | Path, preset_name: str = "paper") -> dict:
+    """Write <out>/<dataset>-<preset>.{csv,md,html[,png]}; returns the paths written."""
+    import plotly.express as px
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{dataset}-{preset_name}"
+    df = table(store, dataset, preset_name)
+    written = {}
+    if df.empty:
+        return written
+    df.to_csv(f"{stem}.csv", index=False)
+    (Path(f"{stem}.md")).write_text(df.to_markdown(index=False) + "\n")
+    written.update(csv=f"{stem}.csv", md=f"{stem}.md")
+    pts = curves(store, dataset, preset_name)
+    mean = pts.groupby(["model", "iter"], as_index=False)["test_acc"].mean()
+    fig = px.line(mean, x="iter", y="test_acc", color="model",
+                  title=f"{dataset}: test accuracy vs iteration ({preset_name} preset, mean over seeds)")
+    fig.write_html(f"{stem}.html", include_plotlyjs="cdn")
+    written["html"] = f"{stem}.html"
+    try:
+        fig.write_image(f"{stem}.png")
+        written["png"] = f"{stem}.png"
+    except Exception:  # noqa: BLE001 - PNG export needs kaleido + a browser; HTML is always written
+        pass
+    return written

@@ -1,0 +1,34 @@
+"""Shared fixtures: small real-format datasets written to tmp dirs, so no test needs ../shared or a network."""
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("MSCOMPARE_TEST", "1")
+
+
+def digits_npz(root: Path, name: str = "tinydigits", n_train: int = 600, n_test: int = 200, size: int = 28,
+               channels: int = 1, seed: int = 0) -> Path:
+    """A learnable npz dataset: each class is a bright square at its own position, plus noise."""
+    rng = np.random.default_rng(seed)
+    d = root / name
+    d.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        y = rng.integers(0, 4, n)
+        x = rng.integers(0, 40, (n, size, size, channels)).astype(np.uint8)
+        for i, c in enumerate(y):
+            r, col = divmod(int(c), 2)
+            x[i, 4 + r * 12:12 + r * 12, 4 + col * 12:12 + col * 12, :] = 230
+        np.savez_compressed(d / f"{split}.npz", x=x, y=y.astype(np.int64))
+    (d / "classes.txt").write_text("tl\ntr\nbl\nbr\n")
+    return d
+
+
+@pytest.fixture
+def tiny_npz(tmp_path):
+    digits_npz(tmp_path)
+    return tmp_path

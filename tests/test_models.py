@@ -1,0 +1,76 @@
+"""Model library: every registered model builds, runs and trains; parameter counts match hand computation."""
+import itertools
+
+import pytest
+import torch
+
+from mscompare import MODELS, ModelConfig, build_model, count_params, unit_params
+
+EXPECTED = {"alexnet", "mobilenet", "googlenet", "ms_concat", "ms_add"}
+
+
+def test_registry_has_the_five_units():
+    assert set(MODELS) == EXPECTED
+
+
+@pytest.mark.parametrize("model", sorted(EXPECTED))
+def test_sweep_shapes_and_gradients(model):
+    for ch, size, units in itertools.product((1, 3), (28, 32, 64), (1, 2, 3, 4)):
+        cfg = ModelConfig(model=model, units=units, width=16, in_channels=ch, input_size=size,
+                          num_classes=200 if size == 64 else 10)
+        net = build_model(cfg)
+        out = net(torch.randn(2, ch, size, size))
+        assert out.shape == (2, cfg.num_classes), (cfg, out.shape)
+        assert torch.isfinite(out).all()
+        out.logsumexp(1).sum().backward()
+        missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+        assert not missing, (cfg, missing)
+
+
+# One unit at width 8, by hand (BatchNorm = 2 params per channel, convs have no bias):
+#   alexnet   3x3 conv 8->8: 9*8*8 + BN 16                                            = 592
+#   mobilenet dw 9*8 + BN 16 + pw 8*8 + BN 16                                          = 168
+#   googlenet branches of 2 maps, 1x1 paths widened to 12:
+#             1x1: 8*2+4=20; 3x3: 8*12+24 + 9*12*2+4 = 340; 5x5: 8*12+24 + 25*12*2+4 = 724; pool: 8*2+4 = 20 -> 1104
+#   ms_concat expand 8*8+16 = 80; scale1 SepConv(8->4): 72+16+32+8 = 128;
+#             scale2 SepConv(8->4) 128 + SepConv(4->4): 36+8+16+8 = 68                  = 404
+#   ms_add    ms_concat + restore 1x1 4->8 + BN: 32+16                                 = 452
+HAND = {"alexnet": 592, "mobilenet": 168, "googlenet": 1104, "ms_concat": 404, "ms_add": 452}
+
+
+@pytest.mark.parametrize("model", sorted(HAND))
+def test_unit_params_by_hand(model):
+    assert unit_params(ModelConfig(model=model, width=8)) == HAND[model]
+
+
+def test_whole_network_params_by_hand():
+    # mobilenet, width 8, 2 units, 28x28x1: stem 9*8 + 16 = 88; units 2*168; 28 -> 14 -> 7 -> 4 (ceil) ->
+    # fc1 8*4*4*128 + 128 = 16512; fc2 128*10 + 10 = 1290.
+    cfg = ModelConfig(model="mobilenet", width=8, units=2)
+    assert count_params(build_model(cfg)) == 88 + 2 * 168 + 16512 + 1290
+
+
+def test_merge_methods_differ_as_the_paper_says():
+    """Method 1 concatenates the two scales (2 x m maps), method 2 adds them (m maps)."""
+    cat_unit, add_unit = MODELS["ms_concat"](16), MODELS["ms_add"](16)
+    x = torch.randn(1, 16, 8, 8)
+    e = cat_unit.expand(x)
+    assert torch.cat([cat_unit.scale1(e), cat_unit.scale2(e)], 1).shape[1] == 16
+    e = add_unit.expand(x)
+    assert (add_unit.scale1(e) + add_unit.scale2(e)).shape[1] == 8
+    assert cat_unit(x).shape == add_unit(x).shape == x.shape  # residual keeps the unit's width
+
+
+@pytest.mark.parametrize("bad", [dict(model="resnet"), dict(units=0), dict(units=5), dict(width=12),
+                                 dict(in_channels=2), dict(input_size=4), dict(num_classes=1)])
+def test_bad_config_is_a_clear_error(bad):
+    with pytest.raises(ValueError):
+        ModelConfig(**bad)
+
+
+def test_config_round_trip_rebuilds_identical_model():
+    cfg = ModelConfig(model="ms_add", units=3, width=24, in_channels=3, input_size=32, num_classes=10)
+    again = ModelConfig.from_dict(cfg.to_dict())
+    assert again == cfg
+    a, b = build_model(cfg), build_model(again)
+    assert [(n, p.shape) for n, p in a.named_parameters()] == [(n, p.shape) for n, p in b.named_parameters()]
