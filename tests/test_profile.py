@@ -51,7 +51,8 @@ def test_width_and_units_change_the_table():
     a, b = compare("mnist", units=2, width=16), compare("mnist", units=2, width=32)
     assert (b["params"] > a["params"]).all() and (b["macs"] > a["macs"]).all()
     c = compare("mnist", units=4, width=16)
-    assert (c["units"] == 4).all() and (c["macs"] > a["macs"]).all()
+    assert (c["units"] == 4).all() and (c["unit_params"] == a["unit_params"]).all()
+    assert (c["params"] != a["params"]).all()
 
 
 def run_cli(*args):
