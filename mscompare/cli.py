@@ -145,6 +145,11 @@ def cmd_reproduce(a) -> int:
             checkpoint_dir=store.dir / "checkpoints")
     for kind, path in write_report(store, a.dataset, a.out, a.preset).items():
         print(f"wrote {kind}: {path}")
+    if a.ship:
+        from mscompare.reproduce import ship_checkpoints
+
+        for e in ship_checkpoints(store, a.dataset, preset_name=a.preset):
+            print(f"shipped {e['file']} (test_acc {e['test_acc']})")
     return 0
 
 
@@ -193,6 +198,7 @@ def build_parser() -> ArgParser:
     rp.add_argument("--width", type=_positive, default=32)
     rp.add_argument("--threads", type=int, default=0)
     rp.add_argument("--out", default="docs/results")
+    rp.add_argument("--ship", action="store_true", help="copy the seed-0 checkpoints into checkpoints/")
 
     for s in (t, r, rp):
         s.add_argument("--runs-dir", default="runs")

@@ -113,3 +113,30 @@ def write_report(store: RunStore, dataset: str, out: str | Path, preset_name: st
     except Exception:  # noqa: BLE001 - PNG export needs kaleido + a browser; HTML is always written
         pass
     return written
+
+
+def ship_checkpoints(store: RunStore, dataset: str, dest: str | Path | None = None, preset_name: str = "paper",
+                     seed: int = 0) -> list[dict]:
+    """Copy each model's finished seed-`seed` checkpoint into checkpoints/<dataset>/ and update the manifest."""
+    import shutil
+    import time
+
+    from mscompare.checkpoints import SHIPPED, read_manifest, sha256, write_manifest
+
+    dest = Path(dest or SHIPPED)
+    entries = {(e["dataset"], e["model"]): e for e in read_manifest(dest)}
+    shipped = []
+    for r in store.list(tag=tag_for(dataset, preset_name), status="done", seed=seed):
+        if not r["checkpoint"] or not Path(r["checkpoint"]).exists():
+            continue
+        rel = Path(dataset) / f"{r['model']}.safetensors"
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(r["checkpoint"], dest / rel)
+        e = {"model": r["model"], "dataset": dataset, "file": rel.as_posix(), "iters": r["iters"],
+             "preset": preset_name, "seed": seed, "test_acc": round(r["test_acc"], 4), "params": r["params"],
+             "date": time.strftime("%Y-%m-%d", time.localtime(r["finished"])), "run_id": r["id"],
+             "sha256": sha256(dest / rel)}
+        entries[(dataset, r["model"])] = e
+        shipped.append(e)
+    write_manifest(list(entries.values()), dest)
+    return shipped

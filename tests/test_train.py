@@ -1,0 +1,148 @@
+"""Training, the run store, background runs (cancel, failure, recovery), checkpoints and the train/runs CLI."""
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from mscompare import ModelConfig, build_model
+from mscompare.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from mscompare.data import load_dataset
+from mscompare.runs import RunManager, RunStore, execute
+from mscompare.train import TrainConfig, preset, train
+
+SMALL = dict(model="mobilenet", width=8, units=2, num_classes=4)
+
+
+def test_training_learns_the_tiny_task(tiny_npz):
+    tr, te = load_dataset("tinydigits", tiny_npz)
+    seen = []
+    cfg = TrainConfig(dataset="tinydigits", iters=60, batch_size=32, eval_every=20, lr=3e-3, eval_subset=0)
+    res = train(ModelConfig(**SMALL), cfg, tr, te, progress=seen.append)
+    assert [s["iter"] for s in seen] == [20, 40, 60]
+    assert res["test_acc"] > 0.9, res["curve"]
+    assert res["curve"][-1][0] == 60 and res["images_per_s"] > 0
+    assert {"mean", "std"} == set(res["norm"]) and res["env"]["device"] == "cpu"
+
+
+def test_seeded_runs_repeat(tiny_npz):
+    tr, te = load_dataset("tinydigits", tiny_npz)
+    cfg = TrainConfig(dataset="tinydigits", iters=10, batch_size=16, eval_every=10, seed=3)
+    a = train(ModelConfig(**SMALL), cfg, tr, te)
+    b = train(ModelConfig(**SMALL), cfg, tr, te)
+    assert a["curve"] == b["curve"]
+    for p, q in zip(a["model"].parameters(), b["model"].parameters()):
+        assert torch.equal(p, q)
+
+
+def test_presets_follow_the_paper():
+    p = preset("paper", "svhn")
+    assert (p.batch_size, p.iters, p.eval_every) == (128, 10000, 100)
+    t = preset("paper", "tiny-imagenet")
+    assert (t.iters, t.eval_every) == (42000, 3000)
+    assert preset("paper", "mnist").iters == preset("paper", "cifar10").iters == 5000
+    assert preset("quick", "mnist").iters < 1000
+    m = preset("modern", "cifar10")
+    assert m.iters == 5000 and m.schedule == "onecycle" and m.augment and m.label_smoothing > 0
+    with pytest.raises(ValueError):
+        preset("fast", "mnist")
+
+
+def test_checkpoint_round_trip_and_no_pickle(tmp_path):
+    cfg = ModelConfig(model="ms_add", width=16, units=2)
+    model = build_model(cfg).eval()
+    path = save_checkpoint(tmp_path / "m.safetensors", model, cfg, {"classes": list("0123456789")})
+    assert path.read_bytes()[:8] != b"\x80\x04\x95"  # not a pickle
+    loaded, cfg2, meta = load_checkpoint(path)
+    assert cfg2 == cfg and meta["classes"][3] == "3"
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.allclose(model(x), loaded(x))
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "bad.safetensors")
+
+
+def test_store_records_run_and_checkpoint(tmp_path, tiny_npz):
+    store = RunStore(tmp_path / "runs")
+    tcfg = TrainConfig(dataset="tinydigits", data_root=str(tiny_npz), iters=20, batch_size=32, eval_every=10)
+    rid = store.create(ModelConfig(**SMALL), tcfg)
+    row = execute(store, rid, tmp_path / "ck")
+    assert row["status"] == "done", row["message"]
+    assert [p["iter"] for p in store.curve(rid)] == [10, 20]
+    assert row["params"] == sum(p.numel() for p in build_model(ModelConfig(**SMALL)).parameters())
+    model, cfg, meta = load_checkpoint(row["checkpoint"])
+    assert cfg == ModelConfig(**SMALL) and meta["classes"] == ["tl", "tr", "bl", "br"]
+    assert json.loads(row["env"])["torch"] == torch.__version__
+
+
+def test_recovery_after_crash_keeps_the_curve(tmp_path):
+    store = RunStore(tmp_path)
+    rid = store.create(ModelConfig(**SMALL), TrainConfig())
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store.update(rid, status="running", pid=dead.pid)
+    store.add_point(rid, 100, 0.5, 1.2, 1000.0)
+    store.add_point(rid, 200, 0.7, 0.9, 1000.0)
+    reopened = RunStore(tmp_path)  # what the app or CLI does at start
+    row = reopened.get(rid)
+    assert row["status"] == "interrupted"
+    assert [p["test_acc"] for p in reopened.curve(rid)] == [0.5, 0.7]
+
+
+def test_manager_runs_cancels_and_reports_failures(tmp_path, tiny_npz):
+    store = RunStore(tmp_path / "runs")
+    mgr = RunManager(store, concurrency=1)
+    ok = TrainConfig(dataset="tinydigits", data_root=str(tiny_npz), iters=20, batch_size=32, eval_every=10)
+    long = TrainConfig(dataset="tinydigits", data_root=str(tiny_npz), iters=100000, batch_size=32, eval_every=10)
+    nan = TrainConfig(dataset="tinydigits", data_root=str(tiny_npz), iters=50, batch_size=32, eval_every=10,
+                      lr=1e9, optimizer="sgd")
+    missing = TrainConfig(dataset="nope", data_root=str(tiny_npz), iters=10)
+    r_ok = mgr.submit(ModelConfig(**SMALL), ok)
+    r_long = mgr.submit(ModelConfig(**SMALL), long)
+    r_nan = mgr.submit(ModelConfig(**SMALL), nan)
+    r_missing = mgr.submit(ModelConfig(**SMALL), missing)
+    deadline = time.time() + 60
+    while mgr.snapshot(r_long).get("iter", 0) < 10 and time.time() < deadline:
+        time.sleep(0.05)
+    snap = mgr.snapshot(r_long)
+    assert snap["status"] == "running" and snap["iter"] >= 10 and "eta" in snap and "images_per_s" in snap
+    mgr.cancel(r_long)
+    assert mgr.wait(timeout=120)
+    assert store.get(r_ok)["status"] == "done"
+    assert store.get(r_long)["status"] == "cancelled"
+    assert store.get(r_nan)["status"] == "failed" and "loss became" in store.get(r_nan)["message"]
+    failed = store.get(r_missing)
+    assert failed["status"] == "failed" and "nope" in failed["message"]
+    assert mgr.snapshot(r_missing)["status"] == "failed"
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "mscompare", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def test_train_cli_json_and_runs_commands(tmp_path, tiny_npz):
+    runs = str(tmp_path / "runs")
+    p = cli("train", "--model", "alexnet", "--dataset", "tinydigits", "--data-root", str(tiny_npz), "--iters",
+            "30", "--eval-every", "10", "--batch-size", "32", "--width", "8", "--runs-dir", runs, "--json")
+    assert p.returncode == 0, p.stderr
+    lines = [json.loads(ln) for ln in p.stdout.splitlines()]
+    assert [ln["iter"] for ln in lines[:-1]] == [10, 20, 30]
+    final = lines[-1]
+    assert {"model", "dataset", "iters", "test_acc", "params", "seconds", "images_per_s", "run_id"} <= set(final)
+    assert 0 <= final["test_acc"] <= 1 and final["iters"] == 30
+    show = cli("runs", "show", final["run_id"], "--runs-dir", runs)
+    assert json.loads(show.stdout)["status"] == "done"
+    csv = tmp_path / "runs.csv"
+    assert cli("runs", "export", "--csv", str(csv), "--runs-dir", runs).returncode == 0
+    assert final["run_id"] in csv.read_text()
+
+
+def test_train_cli_missing_dataset_is_one_clear_line(tmp_path):
+    p = cli("train", "--model", "alexnet", "--dataset", "nothere", "--data-root", str(tmp_path), "--json",
+            "--runs-dir", str(tmp_path / "r"))
+    assert p.returncode == 1 and "Traceback" not in p.stderr and "nothere" in p.stderr
+    bad = cli("train", "--model", "vgg", "--dataset", "mnist")
+    assert bad.returncode == 2
