@@ -168,6 +168,7 @@ class RunManager:
         self._lock = threading.Lock()
         self._live: dict[str, dict] = {}
         self._stop: dict[str, threading.Event] = {}
+        self._data: dict[tuple[str, str], tuple] = {}  # decoded datasets, shared by runs on the same data
         self._threads = [threading.Thread(target=self._work, daemon=True, name=f"mscompare-run-{i}")
                          for i in range(concurrency)]
         for t in self._threads:
@@ -216,6 +217,19 @@ class RunManager:
         with self._lock:
             self._live[rid].update(kw)
 
+    def _dataset(self, rid: str):
+        """The run's dataset, decoded once per manager; None lets execute() report a loading error."""
+        from mscompare.data import DatasetError, load_dataset
+
+        tcfg = json.loads(self.store.get(rid)["train_config"])
+        key = (tcfg["dataset"], tcfg["data_root"])
+        if key not in self._data:
+            try:
+                self._data[key] = load_dataset(*key)
+            except DatasetError:
+                return None
+        return self._data[key]
+
     def _work(self) -> None:
         while True:
             rid = self._q.get()
@@ -224,6 +238,6 @@ class RunManager:
                     continue
                 self._live[rid]["status"] = "running"
             stop = self._stop[rid]
-            row = execute(self.store, rid, self.checkpoint_dir, on_progress=lambda s, r=rid: self._set(r, **s),
-                          should_stop=stop.is_set)
+            row = execute(self.store, rid, self.checkpoint_dir, data=self._dataset(rid),
+                          on_progress=lambda s, r=rid: self._set(r, **s), should_stop=stop.is_set)
             self._set(rid, status=row["status"], message=row["message"], test_acc=row["test_acc"])

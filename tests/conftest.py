@@ -32,3 +32,13 @@ def digits_npz(root: Path, name: str = "tinydigits", n_train: int = 600, n_test:
 def tiny_npz(tmp_path):
     digits_npz(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def app_env(tmp_path_factory):
+    """Point the app's run store and data root at temporary folders (the Service is cached per process)."""
+    base = tmp_path_factory.mktemp("app")
+    digits_npz(base / "data", name="mnist", n_train=300, n_test=100)
+    os.environ["MSCOMPARE_RUNS_DIR"] = str(base / "runs")
+    os.environ["MSCOMPARE_DATA_ROOT"] = str(base / "data")
+    return base

@@ -1,0 +1,151 @@
+"""Training throughput: our trainer vs a plain torchvision/PIL/DataLoader baseline, side by side in one process.
+
+    python bench/throughput.py [--data-root ../shared/datasets] [--iters 40] [--job]
+
+Prints images/s per model and dataset shape, the ratio ours/baseline, achieved GFLOP/s as a fraction of
+this machine's fp32 matmul GFLOP/s (measured in the same run), and with --job the wall time of the
+whole "train all five models with the quick preset" job both ways.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchvision import transforms
+from torchvision.datasets import VisionDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from mscompare import MODELS, build_model, config_for  # noqa: E402
+from mscompare.data import load_dataset  # noqa: E402
+from mscompare.profile import profile_model  # noqa: E402
+from mscompare.train import evaluate, preset, train  # noqa: E402
+from mscompare.data import Batches  # noqa: E402
+
+
+class PILArrays(VisionDataset):
+    """What torchvision's MNIST/CIFAR10 classes do per item: uint8 array -> PIL image -> transform."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, transform):
+        super().__init__(root=None, transform=transform)
+        self.x, self.y = (x[..., 0] if x.shape[-1] == 1 else x), y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.transform(Image.fromarray(self.x[i])), int(self.y[i])
+
+
+def baseline_loader(data, mean, std, shuffle=True, batch_size=128):
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+    return DataLoader(PILArrays(data.x.numpy(), data.y.numpy(), tf), batch_size=batch_size, shuffle=shuffle)
+
+
+def baseline_train(cfg, tcfg, train_data, test_data=None, timed=None):
+    """Straightforward loop: NCHW model, DataLoader, default settings. Returns images/s (and accuracy)."""
+    torch.manual_seed(tcfg.seed)
+    model = build_model(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
+    mean, std = train_data.mean_std()
+    it, t_train, start = 0, 0.0, None
+    while it < tcfg.iters:
+        for x, y in baseline_loader(train_data, mean, std):
+            if it == 2:
+                start = time.perf_counter()  # skip warm-up
+            model.train()
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            it += 1
+            if test_data is not None and it % tcfg.eval_every == 0:
+                t_train += time.perf_counter() - start
+                model.eval()
+                with torch.no_grad():
+                    [model(xb) for xb, _ in baseline_loader(test_data, mean, std, False, 1000)]
+                start = time.perf_counter()
+            if it >= tcfg.iters:
+                break
+    t_train += time.perf_counter() - start
+    return (tcfg.iters - 2) * tcfg.batch_size / t_train
+
+
+def matmul_gflops(dtype=torch.float32, n=2048, reps=10) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def dw_layout_speedup(channels=64, size=16, batch=128, reps=20) -> float:
+    """Forward+backward of a 3x3 depthwise conv: NCHW time / channels_last time."""
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+    times = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        c = conv.to(memory_format=fmt)
+        x = torch.randn(batch, channels, size, size).to(memory_format=fmt).requires_grad_()
+        c(x).sum().backward()
+        t = time.perf_counter()
+        for _ in range(reps):
+            c(x).sum().backward()
+        times.append(time.perf_counter() - t)
+    return times[0] / times[1]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+    ap.add_argument("--iters", type=int, default=40)
+    ap.add_argument("--datasets", nargs="+", default=["mnist", "cifar10"])
+    ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument("--job", action="store_true", help="also time all five models under the quick preset")
+    a = ap.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    peak = matmul_gflops()
+    print(f"fp32 matmul: {peak:.0f} GFLOP/s; bf16 matmul: {matmul_gflops(torch.bfloat16, n=512, reps=2):.1f} GFLOP/s")
+    print(f"depthwise 3x3 fwd+bwd, channels_last vs NCHW: {dw_layout_speedup():.2f}x faster")
+    data = {d: load_dataset(d, a.data_root) for d in a.datasets}
+    rows = []
+    for d in a.datasets:  # baselines first: our trainer tunes malloc process-wide, the baseline must not get it
+        for m in a.models:
+            tcfg = preset("paper", d, iters=a.iters, eval_every=a.iters)
+            rows.append([d, m, baseline_train(config_for(m, d), tcfg, data[d][0])])
+    for row in rows:
+        d, m = row[0], row[1]
+        tcfg = preset("paper", d, iters=a.iters, eval_every=a.iters, eval_subset=200)
+        res = train(config_for(m, d), tcfg, data[d][0], data[d][1])
+        macs = profile_model(config_for(m, d)).macs
+        gflops = 6 * macs * res["images_per_s"] / 1e9  # forward + backward ~ 3 x forward, 2 FLOPs per MAC
+        row += [res["images_per_s"], gflops]
+    print(f"\n{'dataset':8} {'model':10} {'baseline img/s':>15} {'ours img/s':>11} {'ratio':>6} {'GFLOP/s':>8} "
+          f"{'of fp32 peak':>12}")
+    for d, m, base, ours, gf in rows:
+        print(f"{d:8} {m:10} {base:15.0f} {ours:11.0f} {ours / base:6.2f} {gf:8.1f} {gf / peak:12.1%}")
+    print(f"min ratio {min(r[3] / r[2] for r in rows):.2f}, geometric mean "
+          f"{np.exp(np.mean([np.log(r[3] / r[2]) for r in rows])):.2f}")
+    if a.job:
+        d = a.datasets[0]
+        tr, te = data[d]
+        t = time.perf_counter()
+        for m in a.models:
+            baseline_train(config_for(m, d), preset("quick", d), tr, te.stratified(2000))
+        tb = time.perf_counter() - t
+        t = time.perf_counter()
+        for m in a.models:
+            train(config_for(m, d), preset("quick", d), tr, te)
+        to = time.perf_counter() - t
+        print(f"\nwhole job, five models x quick preset on {d}: baseline {tb:.0f} s, ours {to:.0f} s "
+              f"({tb / to:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()

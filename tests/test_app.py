@@ -1,0 +1,87 @@
+"""Streamlit AppTest: every page renders, sliders change the table, uploads predict, bad uploads are errors."""
+import io
+import time
+
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+
+PAGES = ["pages/architectures.py", "pages/train.py", "pages/predict.py", "pages/runs.py"]
+
+
+def app(page=None):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_home_cites_the_paper(app_env):
+    at = app()
+    text = " ".join(m.value for m in at.markdown)
+    assert "multi-scale" in text and "2018" in text
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders(app_env, page):
+    at = app(page)
+    assert at.title[0].value
+
+
+def test_architecture_table_follows_the_sliders(app_env):
+    at = app("pages/architectures.py")
+    before = at.dataframe[0].value.set_index("model")
+    at.slider[1].set_value(64).run()  # width
+    after = at.dataframe[0].value.set_index("model")
+    assert not at.exception
+    assert (after["params"] > before["params"]).all()
+    at.slider[0].set_value(4).run()  # units
+    assert not at.exception
+    assert (at.dataframe[0].value.set_index("model")["unit_params"] == after["unit_params"]).all()
+
+
+def png_bytes(img):
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_upload_predicts_with_all_five_models(app_env):
+    at = app("pages/predict.py")
+    digit = Image.open(ROOT / "samples" / "mnist" / "7_0.png")
+    at.file_uploader[0].set_value(("seven.png", png_bytes(digit), "image/png")).run()
+    assert not at.exception and not at.error
+    models = [m.value.strip("*") for m in at.markdown if m.value.startswith("**")]
+    assert set(models) == {"alexnet", "mobilenet", "googlenet", "ms_concat", "ms_add"}
+    tops = [p for p in at.get("progress")]
+    assert len(tops) == 15  # top-3 for each of five models
+
+
+@pytest.mark.parametrize("content", [b"this is not an image", png_bytes(Image.new("L", (28, 28)))[:40]])
+def test_corrupt_upload_is_an_error_message(app_env, content):
+    at = app("pages/predict.py")
+    at.file_uploader[0].set_value(("broken.png", content, "image/png")).run()
+    assert not at.exception
+    assert at.error and "Can't use this file" in at.error[0].value
+
+
+def test_train_page_runs_in_background_and_shows_results(app_env):
+    at = app("pages/train.py")
+    at.number_input[0].set_value(20)
+    at.multiselect[0].set_value(["mobilenet", "ms_add"])
+    at.button[0].click().run()
+    assert not at.exception and at.success, [e.value for e in at.error]
+    from ui import service
+
+    svc = service()
+    assert svc.manager.wait(timeout=180)
+    done = svc.runs(tag="app")
+    assert set(done.head(2)["status"]) == {"done"}
+    at.run()
+    assert not at.exception
+    results = [d.value for d in at.dataframe][-1]
+    assert set(results["model"]) == {"mobilenet", "ms_add"} and results["test_acc_%"].notna().all()
