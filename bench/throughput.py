@@ -122,6 +122,7 @@ def main():
     for row in rows:
         d, m = row[0], row[1]
         tcfg = preset("paper", d, iters=a.iters, eval_every=a.iters, eval_subset=200)
+        train(config_for(m, d), preset("paper", d, iters=3, eval_every=3, eval_subset=200), *data[d])  # warm-up
         res = train(config_for(m, d), tcfg, data[d][0], data[d][1])
         macs = profile_model(config_for(m, d)).macs
         gflops = 6 * macs * res["images_per_s"] / 1e9  # forward + backward ~ 3 x forward, 2 FLOPs per MAC
