@@ -107,12 +107,29 @@ def write_report(store: RunStore, dataset: str, out: str | Path, preset_name: st
                   title=f"{dataset}: test accuracy vs iteration ({preset_name} preset, mean over seeds)")
     fig.write_html(f"{stem}.html", include_plotlyjs="cdn")
     written["html"] = f"{stem}.html"
-    try:
-        fig.write_image(f"{stem}.png")
-        written["png"] = f"{stem}.png"
-    except Exception:  # noqa: BLE001 - PNG export needs kaleido + a browser; HTML is always written
-        pass
+    runs = pd.DataFrame(store.list(tag=tag_for(dataset, preset_name), status="done"))
+    cost = cost_chart(runs, f"{dataset}: test accuracy vs cost ({preset_name} preset, every seed)")
+    cost.write_html(f"{stem}-cost.html", include_plotlyjs="cdn")
+    written["cost_html"] = f"{stem}-cost.html"
+    for key, f in (("png", fig), ("cost_png", cost)):
+        try:
+            f.write_image(f"{stem}{'-cost' if key == 'cost_png' else ''}.png", width=900, height=500)
+            written[key] = f"{stem}{'-cost' if key == 'cost_png' else ''}.png"
+        except Exception:  # noqa: BLE001 - PNG export needs kaleido + a browser; HTML is always written
+            pass
     return written
+
+
+def cost_chart(runs: pd.DataFrame, title: str):
+    """Accuracy against parameters and against MACs, one point per finished run (log x axes)."""
+    import plotly.express as px
+
+    long = runs.melt(id_vars=["model", "dataset", "test_acc", "seed"], value_vars=["params", "macs"],
+                     var_name="cost", value_name="count")
+    fig = px.scatter(long, x="count", y="test_acc", color="model", symbol="dataset", facet_col="cost",
+                     log_x=True, title=title, hover_data=["seed"])
+    fig.update_xaxes(matches=None)
+    return fig
 
 
 def ship_checkpoints(store: RunStore, dataset: str, dest: str | Path | None = None, preset_name: str = "paper",

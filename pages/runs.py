@@ -1,6 +1,7 @@
 """Runs page: the whole history from the run store, filtered; compare curves; export CSV."""
 import streamlit as st
 
+from mscompare.reproduce import cost_chart
 from ui import accuracy_chart, service
 
 svc = service()
@@ -19,6 +20,9 @@ for col, chosen in (("dataset", ds), ("model", ms), ("status", status), ("preset
         df = df[df[col].isin(chosen)]
 st.dataframe(df, hide_index=True)
 st.download_button("Export these runs as CSV", df.to_csv(index=False), "runs.csv", "text/csv")
+done = df[df["status"] == "done"]
+if not done.empty:
+    st.plotly_chart(cost_chart(done, "Test accuracy vs parameters and vs MACs (finished runs)"))
 pick = st.multiselect("Compare curves of", df["id"].tolist(), default=df["id"].head(5).tolist())
 if pick:
     st.plotly_chart(accuracy_chart(svc.curves(pick), "Test accuracy vs iteration"))
