@@ -1,6 +1,8 @@
 """Streamlit entry point: `streamlit run app.py`. Home page and navigation to the four pages."""
 import streamlit as st
 
+import ui
+
 st.set_page_config(page_title="mscompare", page_icon=":material/compare:", layout="wide")
 
 
@@ -28,5 +30,9 @@ architectures = st.Page("pages/architectures.py", title="Architectures", icon=":
 train = st.Page("pages/train.py", title="Train & compare", icon=":material/monitoring:")
 predict = st.Page("pages/predict.py", title="Predict", icon=":material/image_search:")
 runs = st.Page("pages/runs.py", title="Runs", icon=":material/history:")
-st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True),
-               architectures, train, predict, runs]).run()
+nav = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True),
+                     architectures, train, predict, runs])
+ui.NAVIGATION["ready"] = True
+if goto := st.session_state.pop("goto", None):  # a deep link that arrived before navigation was set up
+    st.switch_page(goto)
+nav.run()

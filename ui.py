@@ -9,6 +9,17 @@ from mscompare.profile import compare
 from mscompare.service import Service
 
 
+NAVIGATION = {"ready": False}  # set by app.py once its st.navigation has run in this server process
+
+
+def page_setup(page: str) -> None:
+    """Send a deep link on a fresh server through app.py. Streamlit runs a `pages/` script directly,
+    without app.py's st.navigation, until the main script has run once (its legacy pages/ mode)."""
+    if not NAVIGATION["ready"]:
+        st.session_state["goto"] = page
+        st.switch_page("app.py")
+
+
 @st.cache_resource
 def service() -> Service:
     """One per server process, so runs keep going when a tab closes and show again when it reopens."""

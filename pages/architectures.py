@@ -4,7 +4,9 @@ import streamlit as st
 
 from mscompare import DATASETS, MODELS, config_for
 from mscompare.profile import profile_model
-from ui import compare_table
+from ui import compare_table, page_setup
+
+page_setup("pages/architectures.py")
 
 st.title("Architectures")
 c1, c2, c3 = st.columns(3)

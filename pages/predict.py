@@ -4,6 +4,9 @@ from pathlib import Path
 import streamlit as st
 
 from mscompare.predict import ImageError, load_set, open_image, predict
+from ui import page_setup
+
+page_setup("pages/predict.py")
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

@@ -2,7 +2,9 @@
 import streamlit as st
 
 from mscompare.reproduce import cost_chart
-from ui import accuracy_chart, service
+from ui import accuracy_chart, page_setup, service
+
+page_setup("pages/runs.py")
 
 svc = service()
 st.title("Runs")

@@ -4,7 +4,9 @@ import streamlit as st
 from mscompare import DATASETS, MODELS
 from mscompare.service import default_data_root
 from mscompare.train import PRESETS
-from ui import accuracy_chart, service
+from ui import accuracy_chart, page_setup, service
+
+page_setup("pages/train.py")
 
 svc = service()
 st.title("Train & compare")
@@ -28,7 +30,6 @@ with st.form("start"):
         except Exception as e:  # noqa: BLE001 - bad settings are shown, not raised
             st.error(f"Could not start: {e}")
 
-
 @st.fragment(run_every=2)
 def live():
     recent = svc.runs(tag="app")
@@ -37,17 +38,20 @@ def live():
     if runs.empty:
         st.info("No runs yet. Choose models and press Start training.")
         return
-    st.plotly_chart(accuracy_chart(svc.curves(ids), "Test accuracy vs iteration"), key="live_chart")
-    st.dataframe(runs[["id", "model", "dataset", "status", "iter", "iters", "test_acc", "images_per_s", "eta_s",
-                       "message"]], hide_index=True)
     active = runs[runs["status"].isin(["queued", "running"])]
-    for rid, model in zip(active["id"], active["model"]):
-        if st.button(f"Cancel {model} ({rid[-6:]})", key=f"cancel-{rid}"):
-            svc.cancel(rid)
+    st.markdown(f"**{len(active)} of {len(runs)} runs active**: "
+                + ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items()))
+    for r in runs.itertuples():
+        eta = f", ETA {r.eta_s} s" if r.eta_s == r.eta_s and r.eta_s is not None else ""
+        note = f": {r.message}" if r.status in ("failed", "interrupted") and r.message else ""
+        c1, c2 = st.columns([5, 1])
+        c1.progress(min(r.iter / r.iters, 1.0), text=f"{r.model}: {r.status}, {r.iter}/{r.iters}{eta}{note}")
+        if r.status in ("queued", "running") and c2.button("Cancel", key=f"cancel-{r.id}"):
+            svc.cancel(r.id)
+    st.plotly_chart(accuracy_chart(svc.curves(ids), "Test accuracy vs iteration"), key="live_chart")
     table = svc.results(ids)
     st.subheader("Results (like the paper's Tables 3-6)")
     st.dataframe(table, hide_index=True)
     st.download_button("Download results CSV", table.to_csv(index=False), "results.csv", "text/csv")
-
 
 live()

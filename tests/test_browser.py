@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, digits_npz
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
@@ -26,7 +26,10 @@ def free_port():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     port = free_port()
-    env = {**os.environ, "MSCOMPARE_RUNS_DIR": str(tmp_path_factory.mktemp("e2e-runs"))}
+    data = tmp_path_factory.mktemp("e2e-data")
+    digits_npz(data, name="mnist", n_train=300, n_test=100)  # mnist-shaped stand-in, so training is quick
+    env = {**os.environ, "MSCOMPARE_RUNS_DIR": str(tmp_path_factory.mktemp("e2e-runs")),
+           "MSCOMPARE_DATA_ROOT": str(data)}
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
                              "true", "--server.port", str(port), "--server.address", "127.0.0.1",
                              "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
@@ -67,18 +70,41 @@ def no_exception(pg):
 
 
 def test_home_and_every_page(server, page):
+    # a deep link is the first request of this fresh server: it must still get the app's navigation
+    page.goto(f"{server}/runs")
+    page.get_by_role("heading", name="Runs").wait_for()
+    assert "Home" in page.locator("[data-testid='stSidebarNav']").inner_text()
     page.goto(server)
     page.get_by_role("heading", name="mscompare").wait_for()
     page.screenshot(path=SHOTS / "home.png")
-    for path, heading in (("architectures", "Architectures"), ("train", "Train & compare"), ("runs", "Runs")):
+    for path, heading, ready in (("architectures", "Architectures", "All five models on"),
+                                 ("train", "Train & compare", "No runs yet"), ("runs", "Runs", "No runs stored yet")):
         page.goto(f"{server}/{path}")
         page.get_by_role("heading", name=heading).first.wait_for()
+        page.get_by_text(ready).first.wait_for()
         if path == "architectures":
-            page.get_by_text("All five models on").wait_for()
             page.locator("[data-testid='stPlotlyChart']").first.wait_for()
-        page.wait_for_timeout(1000)
+        page.wait_for_timeout(500)
         no_exception(page)
         page.screenshot(path=SHOTS / f"{path}.png", full_page=True)
+
+
+def test_training_shows_live_curves_and_results(server, page):
+    page.goto(f"{server}/train")
+    page.get_by_role("button", name="Start training").wait_for()
+    iters = page.get_by_label("Iterations (0 = preset's)")
+    iters.fill("40")
+    iters.press("Tab")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("Queued 5 runs").wait_for()
+    page.get_by_text("alexnet: running").wait_for()  # live status while training
+    page.locator("[data-testid='stPlotlyChart']").first.wait_for()
+    page.get_by_text("0 of 5 runs active").wait_for(timeout=300_000)
+    assert page.get_by_text("5 done").count() == 1
+    page.get_by_role("button", name="Download results CSV").wait_for()
+    page.wait_for_timeout(2500)  # the next fragment refresh draws the finished curves
+    no_exception(page)
+    page.screenshot(path=SHOTS / "train-done.png")
 
 
 def test_upload_shows_predictions(server, page):
