@@ -1,0 +1,34 @@
+"""Print the Markdown tables of docs/RESULTS.md from the run store (after tools/reproduce_all.sh)."""
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from mscompare.profile import compare  # noqa: E402
+from mscompare.reproduce import PAPER_NOTES, table, tag_for  # noqa: E402
+from mscompare.runs import RunStore  # noqa: E402
+
+store = RunStore(sys.argv[1] if len(sys.argv) > 1 else "runs")
+for dataset in ("mnist", "cifar10"):
+    df = table(store, dataset)
+    if df.empty:
+        continue
+    df["ours (%)"] = df.apply(lambda r: f"{r.acc_mean:.2f} ± {r.acc_std:.2f}" if r.seeds > 1 else f"{r.acc_mean:.2f}",
+                              axis=1)
+    df["paper (%)"] = [PAPER_NOTES.get((dataset, m), "-") if pd.isna(v) else f"{v:.2f}"
+                       for m, v in zip(df["model"], df["paper_acc"])]
+    df["MACs"] = (df["macs"] / 1e6).map(lambda v: f"{v:.2f} M")
+    df["train time (s)"] = df["seconds"].astype(int)
+    df["img/s"] = df["images_per_s"].astype(int)
+    print(f"\n### {dataset}\n")
+    print(df[["model", "params", "MACs", "seeds", "ours (%)", "paper (%)", "train time (s)", "img/s"]]
+          .to_markdown(index=False))
+runs = pd.DataFrame([r for d in ("mnist", "cifar10") for r in store.list(tag=tag_for(d, "paper"), status="done")])
+if not runs.empty:
+    wall = (runs["finished"].max() - runs["started"].min()) / 3600
+    print(f"\n{len(runs)} runs, {runs['seconds'].sum() / 3600:.2f} h of training in total, "
+          f"{wall:.2f} h wall clock (two runs side by side, one thread each).")
+r = compare("cifar10").set_index("model")
+print("\n### Parameters per unit (width 32)\n")
+print(r[["unit_params", "unit_ratio"]].to_markdown())
