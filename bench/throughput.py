@@ -101,6 +101,49 @@ def dw_layout_speedup(channels=64, size=16, batch=128, reps=20) -> float:
     return times[0] / times[1]
 
 
+def pipeline_rates(data, batches=50) -> tuple[float, float]:
+    """Images/s of batch production alone: our in-memory uint8 pipeline vs the PIL DataLoader."""
+    mean, std = data.mean_std()
+    it = Batches(data, mean, std, torch.device("cpu")).train_batches(128)
+    t = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    ours = batches * 128 / (time.perf_counter() - t)
+    loader = iter(baseline_loader(data, mean, std))
+    t = time.perf_counter()
+    for _ in range(batches):
+        next(loader)
+    return ours, batches * 128 / (time.perf_counter() - t)
+
+
+def cli_rate(model, dataset, root, iters, threads, env=None) -> float:
+    """images/s of one `mscompare train` process (so malloc and thread settings are its own)."""
+    import json
+    import os
+    import subprocess
+    import tempfile
+
+    cmd = [sys.executable, "-m", "mscompare", "train", "--model", model, "--dataset", dataset, "--data-root", root,
+           "--iters", str(iters), "--eval-every", str(iters), "--threads", str(threads), "--json",
+           "--runs-dir", tempfile.mkdtemp()]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, **(env or {})},
+                         cwd=Path(__file__).resolve().parent.parent).stdout
+    return json.loads(out.splitlines()[-1])["images_per_s"]
+
+
+def process_ab(model, dataset, root, iters):
+    """malloc tuned vs glibc default, and two 1-thread processes side by side vs one 2-thread process."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tuned = cli_rate(model, dataset, root, iters, 2)
+    default = cli_rate(model, dataset, root, iters, 2, {"MSCOMPARE_MALLOC": "default"})
+    with ThreadPoolExecutor(2) as ex:
+        pair = sum(ex.map(lambda _: cli_rate(model, dataset, root, iters, 1), range(2)))
+    print(f"{model} on {dataset}, separate processes: malloc tuned {tuned:.0f} img/s vs glibc default "
+          f"{default:.0f} ({tuned / default:.2f}x); two 1-thread runs side by side {pair:.0f} img/s in total vs "
+          f"one 2-thread run {tuned:.0f} ({pair / tuned:.2f}x)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"))
@@ -108,12 +151,16 @@ def main():
     ap.add_argument("--datasets", nargs="+", default=["mnist", "cifar10"])
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--job", action="store_true", help="also time all five models under the quick preset")
+    ap.add_argument("--process-ab", action="store_true", help="also A/B malloc tuning and 2x1 vs 1x2 threads")
     a = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     peak = matmul_gflops()
     print(f"fp32 matmul: {peak:.0f} GFLOP/s; bf16 matmul: {matmul_gflops(torch.bfloat16, n=512, reps=2):.1f} GFLOP/s")
     print(f"depthwise 3x3 fwd+bwd, channels_last vs NCHW: {dw_layout_speedup():.2f}x faster")
     data = {d: load_dataset(d, a.data_root) for d in a.datasets}
+    for d in a.datasets:
+        ours, base = pipeline_rates(data[d][0])
+        print(f"batch pipeline alone, {d}: ours {ours:,.0f} img/s, PIL DataLoader {base:,.0f} img/s")
     rows = []
     for d in a.datasets:  # baselines first: our trainer tunes malloc process-wide, the baseline must not get it
         for m in a.models:
@@ -146,6 +193,10 @@ def main():
         to = time.perf_counter() - t
         print(f"\nwhole job, five models x quick preset on {d}: baseline {tb:.0f} s, ours {to:.0f} s "
               f"({tb / to:.2f}x)")
+    if a.process_ab:
+        print()
+        for m in ("alexnet", "ms_add"):
+            process_ab(m, a.datasets[0], a.data_root, max(a.iters, 60))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ def cmd_train(a) -> int:
     from mscompare.train import preset
 
     tcfg = preset(a.preset, a.dataset, iters=a.iters, batch_size=a.batch_size, eval_every=a.eval_every,
-                  device=a.device, seed=a.seed, data_root=a.data_root, lr=a.lr, optimizer=a.optimizer)
+                  device=a.device, seed=a.seed, data_root=a.data_root, lr=a.lr, optimizer=a.optimizer,
+                  threads=a.threads)
     try:
         data = load_dataset(a.dataset, a.data_root)
     except DatasetError as e:
@@ -176,6 +177,7 @@ def build_parser() -> ArgParser:
     t.add_argument("--optimizer", choices=["adam", "sgd"])
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     t.add_argument("--json", action="store_true")
 
     r = sub.add_parser("runs", help="list, show or export stored runs")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -77,7 +78,10 @@ PRESETS = ("paper", "quick", "modern")
 
 
 def tune_malloc() -> None:
-    """Stop glibc from returning (and re-faulting) large buffers to the OS every step."""
+    """Stop glibc from returning (and re-faulting) large buffers to the OS every step.
+    MSCOMPARE_MALLOC=default skips it (for the benchmark's A/B)."""
+    if os.environ.get("MSCOMPARE_MALLOC") == "default":
+        return
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
