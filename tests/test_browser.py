@@ -93,13 +93,13 @@ def test_training_shows_live_curves_and_results(server, page):
     page.goto(f"{server}/train")
     page.get_by_role("button", name="Start training").wait_for()
     iters = page.get_by_label("Iterations (0 = preset's)")
-    iters.fill("40")
+    iters.fill("10")
     iters.press("Tab")
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("Queued 5 runs").wait_for()
     page.get_by_text("alexnet: running").wait_for()  # live status while training
     page.locator("[data-testid='stPlotlyChart']").first.wait_for()
-    page.get_by_text("0 of 5 runs active").wait_for(timeout=300_000)
+    page.get_by_text("0 of 5 runs active").wait_for(timeout=600_000)
     assert page.get_by_text("5 done").count() == 1
     page.get_by_role("button", name="Download results CSV").wait_for()
     page.wait_for_timeout(2500)  # the next fragment refresh draws the finished curves
