@@ -41,7 +41,7 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, ModelConfig, dic
             state = {k: f.get_tensor(k) for k in f.keys()}
         cfg = ModelConfig.from_dict(json.loads(md["config"]))
         meta = json.loads(md.get("meta", "{}"))
-    except (KeyError, ValueError, OSError, Exception) as e:  # safetensors raises its own error types
+    except Exception as e:  # noqa: BLE001 - safetensors, json and a missing key each raise their own type
         raise CheckpointError(f"{path} is not a valid mscompare checkpoint: {e}") from e
     model = build_model(cfg)
     model.load_state_dict(state)
