@@ -48,13 +48,17 @@ def run_all(store: RunStore, dataset: str, models: list[str] | None = None, seed
 
     models = models or list(MODELS)
     tag = tag_for(dataset, preset_name)
-    done = {(r["model_config"], r["train_config"]): r["id"] for r in store.list(tag=tag, status="done")}
+    def key(model_config: dict, train_config: dict) -> str:  # threads and device change speed, not the protocol
+        return json.dumps([model_config, {k: v for k, v in train_config.items() if k not in ("threads", "device")}])
+
+    done = {key(json.loads(r["model_config"]), json.loads(r["train_config"])): r["id"]
+            for r in store.list(tag=tag, status="done")}
     data, ids = None, []
     for mcfg, tcfg in plan(dataset, models, seeds, preset_name, iters, data_root, width, threads):
-        key = (json.dumps(mcfg.to_dict()), json.dumps(tcfg.__dict__))
-        if key in done:
-            ids.append(done[key])
-            log(f"skip {mcfg.model} seed {tcfg.seed}: already done ({done[key]})")
+        k = key(mcfg.to_dict(), tcfg.__dict__)
+        if k in done:
+            ids.append(done[k])
+            log(f"skip {mcfg.model} seed {tcfg.seed}: already done ({done[k]})")
             continue
         data = data or load_dataset(dataset, data_root)
         rid = store.create(mcfg, tcfg, tag)

@@ -21,6 +21,7 @@ def test_reproduce_resumes_and_reports(tmp_path, tiny_npz, monkeypatch):
     again = run_all(store, "tinydigits", **kw)
     assert again[:3] == ids[:3] and again[3] != ids[3]
     assert len(store.list(tag="reproduce:tinydigits:paper")) == 5
+    assert run_all(store, "tinydigits", **{**kw, "threads": 1}) == again  # threads change speed, not results
 
     df = table(store, "tinydigits")
     assert list(df["model"]) == ["mobilenet", "ms_add"] and (df["seeds"] == 2).all()
