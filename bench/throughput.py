@@ -23,10 +23,9 @@ from torchvision.datasets import VisionDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mscompare import MODELS, build_model, config_for  # noqa: E402
-from mscompare.data import load_dataset  # noqa: E402
+from mscompare.data import Batches, load_dataset  # noqa: E402
 from mscompare.profile import profile_model  # noqa: E402
-from mscompare.train import evaluate, preset, train  # noqa: E402
-from mscompare.data import Batches  # noqa: E402
+from mscompare.train import preset, train  # noqa: E402
 
 
 class PILArrays(VisionDataset):

@@ -73,9 +73,9 @@ class Service:
         df["label"] = df["run_id"].map(names)
         return df
 
-    def results(self, ids: list[str]) -> pd.DataFrame:
-        """Like the paper's Tables 3-6: model, params, MACs, accuracy (%), time, images/s."""
-        df = self.runs(ids)
-        out = df[["model", "dataset", "status", "params", "macs", "test_acc", "seconds", "images_per_s"]].copy()
+    @staticmethod
+    def results(runs: pd.DataFrame) -> pd.DataFrame:
+        """Like the paper's Tables 3-6, from `runs()` rows: model, params, MACs, accuracy (%), time, images/s."""
+        out = runs[["model", "dataset", "status", "params", "macs", "test_acc", "seconds", "images_per_s"]].copy()
         out["test_acc"] = (out["test_acc"] * 100).round(2)
         return out.rename(columns={"test_acc": "test_acc_%"})

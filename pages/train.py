@@ -49,7 +49,7 @@ def live():
         if r.status in ("queued", "running") and c2.button("Cancel", key=f"cancel-{r.id}"):
             svc.cancel(r.id)
     st.plotly_chart(accuracy_chart(svc.curves(ids), "Test accuracy vs iteration"), key="live_chart")
-    table = svc.results(ids)
+    table = svc.results(runs)  # the rows already fetched for this refresh
     st.subheader("Results (like the paper's Tables 3-6)")
     st.dataframe(table, hide_index=True)
     st.download_button("Download results CSV", table.to_csv(index=False), "results.csv", "text/csv")
