@@ -1,6 +1,7 @@
 """Training throughput: our trainer vs a plain torchvision/PIL/DataLoader baseline, side by side in one process.
 
-    python bench/throughput.py [--data-root ../shared/datasets] [--iters 40] [--job]
+    python bench/throughput.py [--data-root ../shared/datasets] [--iters 40] [--job] [--process-ab]
+    python bench/throughput.py --compile-ab
 
 Prints images/s per model and dataset shape, the ratio ours/baseline, achieved GFLOP/s as a fraction of
 this machine's fp32 matmul GFLOP/s (measured in the same run), and with --job the wall time of the
@@ -143,6 +144,36 @@ def process_ab(model, dataset, root, iters):
           f"one 2-thread run {tuned:.0f} ({pair / tuned:.2f}x)")
 
 
+def compile_ab(models, dataset, steps=20) -> None:
+    """Training-step images/s of our channels_last model, eager vs torch.compile (inductor), same process.
+    Compile time is reported separately and left out of the rate."""
+    shape = (1, 28) if dataset == "mnist" else (3, 32)
+    x = torch.randn(128, shape[0], shape[1], shape[1]).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (128,))
+    for m in models:
+        rates, warm = {}, {}
+        for mode in ("eager", "compiled"):
+            torch._dynamo.reset()  # all models share Net.forward; don't hit dynamo's recompile limit
+            torch.manual_seed(0)
+            model = build_model(config_for(m, dataset)).to(memory_format=torch.channels_last)
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+            fwd = torch.compile(model) if mode == "compiled" else model
+            def step():
+                loss = F.cross_entropy(fwd(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            t = time.perf_counter()
+            step(), step()
+            warm[mode] = time.perf_counter() - t
+            t = time.perf_counter()
+            for _ in range(steps):
+                step()
+            rates[mode] = steps * 128 / (time.perf_counter() - t)
+        print(f"{dataset:8} {m:10} eager {rates['eager']:5.0f} img/s, torch.compile {rates['compiled']:5.0f} img/s "
+              f"({rates['compiled'] / rates['eager']:.2f}x; first two steps {warm['compiled']:.0f} s to compile)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"))
@@ -151,7 +182,13 @@ def main():
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--job", action="store_true", help="also time all five models under the quick preset")
     ap.add_argument("--process-ab", action="store_true", help="also A/B malloc tuning and 2x1 vs 1x2 threads")
+    ap.add_argument("--compile-ab", action="store_true", help="only A/B eager vs torch.compile training steps")
     a = ap.parse_args()
+    if a.compile_ab:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        for d in a.datasets:
+            compile_ab(a.models, d)
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     peak = matmul_gflops()
     print(f"fp32 matmul: {peak:.0f} GFLOP/s; bf16 matmul: {matmul_gflops(torch.bfloat16, n=512, reps=2):.1f} GFLOP/s")
