@@ -68,8 +68,8 @@ class Service:
     def curves(self, ids: list[str]) -> pd.DataFrame:
         """Long-form test accuracy curves; `label` names each run as model/dataset/seed."""
         df = pd.DataFrame(self.store.curves(ids), columns=["run_id", "iter", "test_acc", "loss"])
-        names = {r["id"]: f"{r['model']} ({r['dataset']}, {r['preset']}, s{r['seed']}, {r['id'][-6:]})"
-                 for r in self.store.list() if r["id"] in set(ids)}
+        rows = [r for r in map(self.store.get, dict.fromkeys(ids)) if r]  # only the runs asked for
+        names = {r["id"]: f"{r['model']} ({r['dataset']}, {r['preset']}, s{r['seed']}, {r['id'][-6:]})" for r in rows}
         df["label"] = df["run_id"].map(names)
         return df
 

@@ -146,3 +146,17 @@ def test_train_cli_missing_dataset_is_one_clear_line(tmp_path):
     assert p.returncode == 1 and "Traceback" not in p.stderr and "nothere" in p.stderr
     bad = cli("train", "--model", "vgg", "--dataset", "mnist")
     assert bad.returncode == 2
+
+
+def test_service_curves_label_only_the_runs_asked_for(tmp_path):
+    from mscompare.service import Service
+
+    svc = Service(tmp_path)
+    a = svc.store.create(ModelConfig(**SMALL), TrainConfig(seed=4))
+    b = svc.store.create(ModelConfig(**{**SMALL, "model": "alexnet"}), TrainConfig())
+    for rid, acc in ((a, 0.5), (b, 0.6)):
+        svc.store.add_point(rid, 100, acc, 1.0, 10.0)
+    df = svc.curves([b])
+    assert df["run_id"].tolist() == [b] and df["test_acc"].tolist() == [0.6]
+    assert df["label"].tolist() == [f"alexnet (mnist, paper, s0, {b[-6:]})"]
+    assert svc.curves([a, a])["label"].str.startswith("mobilenet (mnist, paper, s4").all()
