@@ -40,7 +40,7 @@ for dataset in ("mnist", "cifar10"):  # the modern recipe beside our own paper-p
     df["train time (s)"] = df["seconds"].astype(int)
     print(f"\n### {dataset}, modern recipe\n")
     print(df[["model", "params", "seeds", "modern (%)", "paper preset (%)", "gain (points)", "train time (s)"]]
-          .to_markdown(index=False))
+          .to_markdown(index=False, disable_numparse=True, colalign=["left"] + ["right"] * 6))
 for preset_name in ("paper", "modern"):
     runs = pd.DataFrame([r for d in ("mnist", "cifar10")
                          for r in store.list(tag=tag_for(d, preset_name), status="done")])
