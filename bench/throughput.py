@@ -184,12 +184,11 @@ def main():
     ap.add_argument("--process-ab", action="store_true", help="also A/B malloc tuning and 2x1 vs 1x2 threads")
     ap.add_argument("--compile-ab", action="store_true", help="only A/B eager vs torch.compile training steps")
     a = ap.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if a.compile_ab:
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
         for d in a.datasets:
             compile_ab(a.models, d)
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     peak = matmul_gflops()
     print(f"fp32 matmul: {peak:.0f} GFLOP/s; bf16 matmul: {matmul_gflops(torch.bfloat16, n=512, reps=2):.1f} GFLOP/s")
     print(f"depthwise 3x3 fwd+bwd, channels_last vs NCHW: {dw_layout_speedup():.2f}x faster")
