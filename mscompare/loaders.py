@@ -1,0 +1,308 @@
+"""Decoders for on-disk formats (image folders, Tiny ImageNet, torchvision's files) and source fingerprints."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mscompare.data import BUILTIN, ROOT_HINT, ArrayData, DatasetError, train_classes
+
+TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+JUNK = {"__MACOSX", "Thumbs.db", "desktop.ini"}  # ignored like dotfiles: OS and archive leftovers
+GRAY = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N"}
+TINY_DIR = "tiny-imagenet-200"
+SKIP_HINT = "remove or replace it, or pass skip_bad=True to skip bad files (they are listed in .skipped)"
+
+
+class BadFile(Exception):
+    """One file that can't be used; the loader raises it as a DatasetError or, with skip_bad, skips it."""
+
+
+def hidden(p: Path, base: Path) -> bool:
+    return any(part.startswith(".") or part in JUNK for part in p.relative_to(base).parts)
+
+
+def visible_dirs(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.is_dir() and not hidden(p, d))
+
+
+def visible_files(d: Path) -> list[Path]:
+    return sorted(p for p in d.rglob("*") if p.is_file() and not hidden(p, d))
+
+
+def fingerprint(paths: list[Path], base: Path, extra) -> str:
+    """A hash of the sorted relative paths, sizes and mtimes of the visible files in `paths`, plus `extra`."""
+    h = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
+    for p in paths:
+        files = [p] if p.is_file() else visible_files(p) if p.is_dir() else []
+        h.update(f"{p.relative_to(base)}:{len(files)}\n".encode())
+        for f in files:
+            st = f.stat()
+            h.update(f"{f.relative_to(base)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def decode(path: Path, size: int | None) -> np.ndarray:
+    """uint8 H x W (grayscale modes) or H x W x 3 (colour modes); 16-bit is scaled to 8-bit, alpha is dropped."""
+    from PIL import Image
+
+    if path.suffix.lower() not in IMAGE_EXTS:
+        raise BadFile(f"not an image file (extension {path.suffix or 'none'!r}; images are "
+                      f"{', '.join(sorted(IMAGE_EXTS))})")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode == "I" or im.mode.startswith("I;16"):  # 16-bit grey: scale 0..65535 to 0..255, don't clip
+                a = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
+                im = Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8), "L")
+            elif im.mode == "F":
+                raise BadFile("32-bit float pixels (mode F) have no fixed range; save it as 8- or 16-bit")
+            elif im.mode in GRAY:
+                im = im.convert("L")
+            else:  # RGB, RGBA, P, PA, CMYK, YCbCr, ...
+                im = im.convert("RGBA" if im.mode in ("P", "PA") else im.mode).convert("RGB")
+            if size and im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(im).copy()
+    except BadFile:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise BadFile(f"cannot be decoded as an image ({type(e).__name__}: {e})") from e
+
+
+def collect(items: list[tuple[Path, int]], classes: list[str], where: Path, size: int | None, skip_bad: bool,
+            skipped: list[str]) -> ArrayData:
+    """Decode (file, label) pairs into one ArrayData: RGB if any image is colour, else L; one square size."""
+    images, labels, files = [], [], []
+    for f, label in items:
+        try:
+            images.append(decode(f, size))
+        except BadFile as e:
+            if not skip_bad:
+                raise DatasetError(f"{f}: {e}; {SKIP_HINT}") from None
+            skipped.append(f"{f.relative_to(where)}: {e}")
+            continue
+        labels.append(label)
+        files.append(f)
+    if not images:
+        raise DatasetError(f"no usable images under {where}" + (f" ({len(skipped)} skipped as bad)" if skipped else ""))
+    sizes: dict[tuple[int, int], list] = {}
+    for a, f in zip(images, files):
+        sizes.setdefault(a.shape[:2], []).append(f)
+    h, w = next(iter(sizes))
+    if len(sizes) > 1 or h != w:
+        found = "; ".join(f"{hh}x{ww} (height x width): {len(fs)} files, e.g. {fs[0].relative_to(where)}"
+                          for (hh, ww), fs in sorted(sizes.items(), key=lambda kv: -len(kv[1])))
+        raise DatasetError(f"images under {where} must all have one square size, but found {found}. Resize the files "
+                           f"to one size, or pass size=S (load_dataset(..., size=S)) to resize every image to SxS "
+                           f"on load (bilinear, aspect ratio not kept). Channels never need fixing: grey and colour "
+                           f"images are converted to RGB when any is colour.")
+    c = 3 if any(a.ndim == 3 for a in images) else 1
+    x = np.empty((len(images), h, w, c), np.uint8)
+    for i, a in enumerate(images):
+        x[i] = a if a.ndim == 3 else a[..., None]  # broadcasting repeats a grey image into RGB when c == 3
+    return ArrayData(torch.from_numpy(x), torch.tensor(labels, dtype=torch.long), classes, source=str(where),
+                     skipped=skipped)
+
+
+def image_folder(split_dir: Path, classes: list[str] | None, size: int | None, skip_bad: bool) -> ArrayData:
+    """`<split>/<class>/**/<image>` -> ArrayData. Train (classes=None) takes the sorted folder names as classes;
+    the test split maps its folders onto the given train classes and may lack some of them."""
+    train = classes is None
+    folders = visible_dirs(split_dir)
+    classes = folders if train else classes
+    unknown = [c for c in folders if c not in classes]
+    if unknown:
+        more = " ..." if len(classes) > 20 else ""
+        raise DatasetError(f"{split_dir}: class folder(s) {', '.join(map(repr, unknown))} are not among the "
+                           f"{len(classes)} train classes ({', '.join(classes[:20])}{more}); the train split "
+                           f"defines the classes, so rename or remove them, or add them to train")
+    items, skipped = [], []
+    for f in visible_files(split_dir):
+        rel = f.relative_to(split_dir)
+        if len(rel.parts) < 2:
+            if not skip_bad:
+                raise DatasetError(f"{f}: a file directly in {split_dir} belongs to no class; move it into "
+                                   f"{split_dir}/<class>/, or {SKIP_HINT}")
+            skipped.append(f"{rel}: not inside a class folder")
+        else:
+            items.append((f, classes.index(rel.parts[0])))
+    data = collect(items, classes, split_dir, size, skip_bad, skipped)
+    if train:
+        empty = [c for i, c in enumerate(classes) if not (data.y == i).any()]
+        if empty:
+            raise DatasetError(f"{split_dir}: train class folder(s) {', '.join(map(repr, empty))} hold no usable "
+                               f"images; add images or remove the folder(s)")
+    return data
+
+
+def tiny_candidates(root: Path) -> list[Path]:
+    d = root / "tiny-imagenet"
+    return [d / TINY_DIR, d / "raw" / TINY_DIR, root / TINY_DIR, d]
+
+
+def tiny_base(root: Path) -> Path | None:
+    """The first unpacked official Tiny ImageNet folder (it holds wnids.txt or val/val_annotations.txt)."""
+    for c in tiny_candidates(root):
+        if (c / "wnids.txt").is_file() or (c / "val" / "val_annotations.txt").is_file():
+            return c
+    return None
+
+
+def tiny_classes(base: Path) -> tuple[list[str], list[str]]:
+    """(wnids sorted as the train folders, display names from words.txt); checks wnids.txt against train/."""
+    wfile = base / "wnids.txt"
+    if not wfile.is_file():
+        raise DatasetError(f"{wfile} is missing; the official Tiny ImageNet layout needs it (one wnid per line)")
+    if not (base / "train").is_dir():
+        raise DatasetError(f"{base / 'train'} is missing; the Tiny ImageNet layout is train/<wnid>/images/*.JPEG")
+    listed = [w for w in wfile.read_text().split() if w]
+    folders = visible_dirs(base / "train")
+    dup = sorted({w for w in listed if listed.count(w) > 1})
+    extra, missing = sorted(set(folders) - set(listed)), sorted(set(listed) - set(folders))
+    if dup or extra or missing:
+        raise DatasetError(
+            f"{wfile} does not match {base / 'train'}/: it lists {len(listed)} wnids for {len(folders)} train folders"
+            + (f"; train folders not in wnids.txt: {', '.join(extra[:10])}" if extra else "")
+            + (f"; wnids with no train folder: {', '.join(missing[:10])}" if missing else "")
+            + (f"; listed twice: {', '.join(dup[:10])}" if dup else "")
+            + ". Restore the official wnids.txt (one line per train/<wnid>/ folder).")
+    words = {}
+    if (base / "words.txt").is_file():
+        for line in (base / "words.txt").read_text().splitlines():
+            wnid, _, text = line.partition("\t")
+            words[wnid] = text.split(",")[0].strip()
+    names = [words.get(w) or w for w in folders]
+    names = [f"{n} ({w})" if names.count(n) > 1 else n for n, w in zip(names, folders)]
+    return folders, names
+
+
+def tiny_sources(base: Path, train: bool) -> list[Path]:
+    return [base / "wnids.txt", base / "words.txt", base / ("train" if train else "val")]
+
+
+def tiny_imagenet(base: Path, train: bool, size: int | None, skip_bad: bool) -> ArrayData:
+    """The official layout: train/<wnid>/images/*, and val/images + val_annotations.txt as the test split.
+    The unlabelled test/ folder is never read. Classes are the sorted wnids (the train folders)."""
+    wnids, names = tiny_classes(base)
+    index = {w: i for i, w in enumerate(wnids)}
+    items, skipped = [], []
+    if train:
+        for w in wnids:
+            items += [(f, index[w]) for f in visible_files(base / "train" / w / "images")]
+        where = base / "train"
+    else:
+        where, ann = base / "val", base / "val" / "val_annotations.txt"
+        if not ann.is_file():
+            raise DatasetError(f"{ann} is missing; the Tiny ImageNet test split is val/images labelled by it")
+        named = set()
+        for n, line in enumerate(ann.read_text().splitlines(), 1):
+            parts = line.split("\t") if "\t" in line else line.split()
+            if not line.strip():
+                continue
+            if len(parts) < 2:
+                raise DatasetError(f"{ann} line {n}: expected '<file>\\t<wnid>\\t...', got {line[:80]!r}")
+            if parts[1] not in index:
+                raise DatasetError(f"{ann} line {n}: wnid {parts[1]!r} is not in {base / 'wnids.txt'} / train/")
+            f = where / "images" / parts[0]
+            named.add(f)
+            if f.is_file():
+                items.append((f, index[parts[1]]))
+            elif skip_bad:
+                skipped.append(f"images/{parts[0]}: listed in val_annotations.txt but missing")
+            else:
+                raise DatasetError(f"{f} is listed in {ann} line {n} but missing; {SKIP_HINT}")
+        for f in visible_files(where / "images") if (where / "images").is_dir() else []:
+            if f not in named:
+                if not skip_bad:
+                    raise DatasetError(f"{f} has no label in {ann}; add its line, or {SKIP_HINT}")
+                skipped.append(f"{f.relative_to(where)}: no line in val_annotations.txt")
+    data = collect(items, names, where, size, skip_bad, skipped)
+    if train and len(set(data.y.tolist())) < len(wnids):
+        empty = [w for w in wnids if not (data.y == index[w]).any()]
+        raise DatasetError(f"{base / 'train'}: no usable images for {', '.join(empty[:10])} (train/<wnid>/images/)")
+    return data
+
+
+def download_tiny(root: Path, url: str) -> Path:
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    download_and_extract_archive(url, str(root / "tiny-imagenet" / "raw"))
+    return root / "tiny-imagenet" / "raw" / TINY_DIR
+
+
+def torchvision_split(name: str, raw: Path, train: bool, download: bool) -> ArrayData:
+    from torchvision import datasets as tvd
+
+    if name == "mnist":
+        ds = tvd.MNIST(raw, train=train, download=download)
+        return ArrayData(ds.data.unsqueeze(-1).contiguous(), ds.targets, [str(i) for i in range(10)], source=str(raw))
+    if name == "cifar10":
+        ds = tvd.CIFAR10(raw, train=train, download=download)
+        return ArrayData(torch.from_numpy(ds.data), torch.tensor(ds.targets), list(ds.classes), source=str(raw))
+    ds = tvd.SVHN(raw, split="train" if train else "test", download=download)  # labels 0-9 (torchvision maps 10 -> 0)
+    x = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 2, 3, 1)))
+    return ArrayData(x, torch.from_numpy(ds.labels.astype(np.int64)), [str(i) for i in range(10)], source=str(raw))
+
+
+@contextlib.contextmanager
+def net_timeout(seconds: float):
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def source(name: str, root: Path, d: Path, train: bool):
+    """(kind, folder, files to fingerprint, test-split class list) of the split's decodable source, or None."""
+    split = "train" if train else "test"
+    if name == "tiny-imagenet" and (base := tiny_base(root)):
+        return "tiny", base, tiny_sources(base, train), None if train else visible_dirs(base / "train")
+    if (d / split).is_dir():
+        return "folder", d / split, [d / split], None if train else train_classes(d)
+    if name in BUILTIN and name != "tiny-imagenet" and (d / "raw").is_dir():
+        return "raw", d / "raw", [d / "raw"], None
+    return None
+
+
+def decode_split(name: str, root: Path, d: Path, src, train: bool, download: bool, size, skip_bad: bool):
+    """Decode the split from its source (downloading a built-in when allowed); returns (data, source)."""
+    split, cache = ("train" if train else "test"), d / f"{'train' if train else 'test'}.npz"
+    if src and src[0] == "tiny":
+        return tiny_imagenet(src[1], train, size, skip_bad), src
+    if src and src[0] == "folder":
+        return image_folder(src[1], src[3], size, skip_bad), src
+    if name not in BUILTIN:
+        raise DatasetError(
+            f"dataset {name!r} not found: looked for {cache} and {d / split}/<class>/*. A user dataset is either "
+            f"{d}/train.npz + test.npz (uint8 x: N x H x W x C, y: labels) or image folders "
+            f"{d}/train/<class>/ and {d}/test/<class>/; built-ins are {', '.join(BUILTIN)}.")
+    raw = d / "raw"
+    where = (", ".join(f"{c}/wnids.txt" for c in tiny_candidates(root)) if name == "tiny-imagenet"
+             else f"the official files under {raw}")
+    try:
+        with net_timeout(15):
+            if name == "tiny-imagenet":
+                if not download:
+                    raise FileNotFoundError("no unpacked tiny-imagenet-200 folder")
+                base = download_tiny(root, TINY_URL)
+                src = source(name, root, d, train)
+                return tiny_imagenet(base, train, size, skip_bad), src
+            data = torchvision_split(name, raw, train, download)
+            return data, ("raw", raw, [raw], None)
+    except DatasetError:
+        raise
+    except Exception as e:  # missing files, no network, corrupt archive: one clear message
+        raise DatasetError(
+            f"dataset {name!r} ({split}) is not available: looked for {cache}, {d / split}/<class>/ and {where}, "
+            f"and {'the download failed' if download else 'downloading is off'} ({type(e).__name__}: "
+            f"{str(e)[:200]}). Supply it by placing {split}.npz (uint8 x: N x H x W x C, y: labels) and classes.txt "
+            f"in {d}, or the official files there, or {ROOT_HINT}.") from e
