@@ -1,7 +1,10 @@
-"""Predictions from the shipped checkpoints: robust image decoding, MNIST/CIFAR-style preprocessing, top-k."""
+"""Predictions from the shipped checkpoints: safe decoding of the accepted formats, preprocessing, top-k."""
 from __future__ import annotations
 
 import io
+import re
+import stat
+import struct
 import time
 import warnings
 from pathlib import Path
@@ -12,51 +15,127 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mscompare.checkpoints import SHIPPED, CheckpointError, load_checkpoint, read_manifest
 
-MAX_BYTES = 20 * 2**20
+FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "GIF")  # the only formats Pillow may decode; the uploader's types follow
+ACCEPTED = ", ".join({"WEBP": "WebP"}.get(f, f) for f in FORMATS[:-1]) + f" or {FORMATS[-1]}"
+MAX_BYTES = 20 * 2**20  # .streamlit/config.toml's server.maxUploadSize is this in MB
+MAX_MB = MAX_BYTES // 2**20
 MAX_PIXELS = 40_000_000
+GRAY_MODES = ("1", "L", "LA", "La", "I", "F")
 
 
 class ImageError(ValueError):
-    """The upload is not a usable image; the message says why."""
+    """The upload is not a usable image; the message says why (and names the upload when given a name)."""
 
 
-def open_image(src: str | Path | bytes) -> Image.Image:
-    """Decode PNG/JPEG/BMP/WebP/GIF (first frame) etc. into a loaded PIL image, with clear errors."""
-    data = Path(src).read_bytes() if isinstance(src, (str, Path)) else src
+class PredictionError(RuntimeError):
+    """A model gave no usable answer for an image (a non-finite output)."""
+
+
+def upload_types() -> list[str]:
+    """File extensions of FORMATS, for st.file_uploader(type=...)."""
+    return sorted(ext[1:] for ext, fmt in Image.registered_extensions().items() if fmt in FORMATS)
+
+
+def _too_many_pixels(w: int, h: int) -> str:
+    return (f"the image has too many pixels: {w}x{h} is {w * h / 1e6:.1f} megapixels; "
+            f"the limit is {MAX_PIXELS / 1e6:g} megapixels")
+
+
+def _read(src: str | Path | bytes, fail) -> bytes:
+    """The file's bytes; a path's size is checked (stat) before anything is read."""
+    if not isinstance(src, (str, Path)):
+        data = bytes(src)
+    else:
+        try:
+            st = Path(src).stat()
+            if not stat.S_ISREG(st.st_mode):
+                raise fail("not a regular file")
+            if st.st_size > MAX_BYTES:
+                raise fail(f"the file is {st.st_size / 2**20:.1f} MB; the limit is {MAX_MB} MB")
+            data = Path(src).read_bytes()
+        except OSError as e:
+            raise fail(f"can't read the file: {e.strerror or e}") from e
     if len(data) == 0:
-        raise ImageError("the file is empty")
+        raise fail("the file is empty")
     if len(data) > MAX_BYTES:
-        raise ImageError(f"the file is {len(data) / 2**20:.1f} MB; the limit is {MAX_BYTES // 2**20} MB")
+        raise fail(f"the file is {len(data) / 2**20:.1f} MB; the limit is {MAX_MB} MB")
+    return data
+
+
+def open_image(src: str | Path | bytes, name: str | None = None) -> Image.Image:
+    """Decode a PNG/JPEG/BMP/WebP/GIF (first frame) into a loaded PIL image, or raise a clear ImageError.
+
+    `name` (an upload's file name) starts every message; without it a message is just the reason.
+    """
+    def fail(reason: str) -> ImageError:
+        return ImageError(f"{name}: {reason}" if name else reason)
+
+    data = _read(src, fail)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(data), formats=list(FORMATS))
             if im.width * im.height > MAX_PIXELS:
-                raise ImageError(f"the image is {im.width}x{im.height}; the limit is {MAX_PIXELS // 10**6} megapixels")
+                raise fail(_too_many_pixels(im.width, im.height))
             im.seek(0)  # first frame of an animation
             im.load()
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
-        raise ImageError(f"not a readable image (PNG, JPEG, BMP, WebP or GIF): {e}") from e
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageError(f"the image is corrupt or truncated: {e}") from e
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        n = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(n.group(1)) / 1e6:.0f} megapixels" if n else "more than Pillow allows"
+        raise fail(f"the image has too many pixels ({size}); the limit is {MAX_PIXELS / 1e6:g} megapixels") from e
+    except UnidentifiedImageError as e:  # its message names the BytesIO object: not for users
+        raise fail(f"not a readable {ACCEPTED} image") from e
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
+        reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the file", str(e)) or type(e).__name__
+        raise fail(f"the image is corrupt or truncated ({reason})") from e
     return im
 
 
-def _flatten(im: Image.Image) -> Image.Image:
-    """Any mode -> RGB, with transparency composited onto white."""
-    if im.mode in ("P", "PA"):
-        im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "La", "RGBa"):
-        im = im.convert("RGBA")
-        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        return Image.alpha_composite(bg, im).convert("RGB")
-    if im.mode in ("I;16", "I", "F"):
-        a = np.asarray(im, dtype=np.float64)
+def _deep_to_l(im: Image.Image) -> Image.Image:
+    """I;16 / I / F -> L: 16-bit by its full range; 32-bit integers and floats (any range) stretched to 0..255."""
+    a = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if im.mode.startswith("I;16"):
+        a = a / 257
+    elif a.size:
         a = (a - a.min()) / max(a.max() - a.min(), 1e-9) * 255
-        return Image.fromarray(a.astype(np.uint8)).convert("RGB")
-    return im.convert("RGB")
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any mode -> RGB, with transparency composited onto white."""
+    try:
+        if im.mode.startswith("I") or im.mode == "F":
+            return _deep_to_l(im).convert("RGB")
+        if im.mode in ("P", "PA") or "transparency" in im.info:
+            im = im.convert("RGBA")
+        if im.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
+            im = im.convert("RGBA")
+            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            return Image.alpha_composite(bg, im).convert("RGB")
+        return im.convert("RGB")
+    except (ValueError, OSError) as e:
+        raise ImageError(f"can't convert an image of mode {im.mode}: {e}") from e
+
+
+def display_copy(im: Image.Image, max_side: int = 1024, max_aspect: int = 20) -> Image.Image:
+    """An RGB (or L for grayscale modes) copy that st.image can encode whatever mode Pillow decoded: at most
+    max_side pixels long, and letterboxed in grey to at most max_aspect:1 (st.image fails on 4000x3)."""
+    out = to_rgb(im)
+    if im.mode in GRAY_MODES or im.mode.startswith("I;16"):
+        out = out.convert("L")
+    if max(out.size) > max_side:
+        scale = max_side / max(out.size)
+        out = out.resize((max(1, round(out.width * scale)), max(1, round(out.height * scale))),
+                         Image.Resampling.LANCZOS)
+    w, h = out.size
+    if max(w, h) > max_aspect * min(w, h):
+        box = (max(w, -(-h // max_aspect)), max(h, -(-w // max_aspect)))
+        canvas = Image.new(out.mode, box, 128 if out.mode == "L" else (128, 128, 128))
+        canvas.paste(out, ((box[0] - w) // 2, (box[1] - h) // 2))
+        out = canvas
+    return out
 
 
 def needs_invert(gray: np.ndarray) -> bool:
@@ -66,8 +145,8 @@ def needs_invert(gray: np.ndarray) -> bool:
 
 
 def preprocess(im: Image.Image, channels: int, size: int, invert: str = "auto") -> np.ndarray:
-    """PIL image -> uint8 array (size, size, channels) in the training data's format."""
-    rgb = _flatten(im)
+    """PIL image -> uint8 array (size, size, channels) in the training data's format; small images are enlarged."""
+    rgb = to_rgb(im)
     if channels == 1:
         g = rgb.convert("L")
         if invert == "yes" or (invert == "auto" and needs_invert(np.asarray(g))):
@@ -76,7 +155,8 @@ def preprocess(im: Image.Image, channels: int, size: int, invert: str = "auto") 
             box = g.point(lambda v: 255 if v > 40 else 0).getbbox() or (0, 0, *g.size)
             g = g.crop(box)
             inner = round(size * 20 / 28)
-            g.thumbnail((inner, inner), Image.Resampling.LANCZOS)
+            scale = inner / max(g.size)  # enlarges small images too (thumbnail() only shrinks)
+            g = g.resize((max(1, round(g.width * scale)), max(1, round(g.height * scale))), Image.Resampling.LANCZOS)
             canvas = Image.new("L", (size, size), 0)
             canvas.paste(g, ((size - g.width) // 2, (size - g.height) // 2))
             g = canvas
@@ -87,17 +167,49 @@ def preprocess(im: Image.Image, channels: int, size: int, invert: str = "auto") 
     return np.asarray(rgb)
 
 
+def _check_for_prediction(path: Path, entry: dict, cfg, meta: dict) -> None:
+    """What predict() relies on: the manifest's model, class names and a normalization per input channel."""
+    if cfg.model != entry["model"]:
+        raise CheckpointError(f"{path} holds a {cfg.model} model but the manifest says {entry['model']}")
+    if len(meta.get("classes") or []) != cfg.num_classes:
+        raise CheckpointError(f"{path} has no class names for its {cfg.num_classes} outputs")
+    norm = meta.get("norm") or {}
+    for k in ("mean", "std"):
+        v = norm.get(k)
+        if not isinstance(v, list) or len(v) != cfg.in_channels or \
+                not all(isinstance(x, (int, float)) and np.isfinite(x) for x in v):
+            raise CheckpointError(f"{path} has no usable normalization {k} for {cfg.in_channels} channel(s)")
+    if not all(s > 0 for s in norm["std"]):
+        raise CheckpointError(f"{path} has a normalization std <= 0")
+
+
 def load_set(name: str, root: str | Path = SHIPPED) -> dict[str, tuple]:
-    """All shipped checkpoints of one set ('mnist' or 'cifar10'): model name -> (model, cfg, meta)."""
-    entries = [e for e in read_manifest(root) if e["dataset"] == name]
+    """All shipped checkpoints of one set ('mnist' or 'cifar10'), each verified against the manifest's sha256:
+    model name -> (model, cfg, meta). Each file is read and hashed once; the page caches the result."""
+    root = Path(root)
+    try:
+        entries = [e for e in read_manifest(root) if e["dataset"] == name]
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{root / 'manifest.json'} is not a valid manifest: {e}") from e
     if not entries:
-        raise CheckpointError(f"no shipped checkpoints for {name!r} in {Path(root) / 'manifest.json'}")
-    return {e["model"]: load_checkpoint(Path(root) / e["file"]) for e in entries}
+        raise CheckpointError(f"no shipped checkpoints for {name!r} in {root / 'manifest.json'}")
+    out = {}
+    for e in entries:
+        path = root / e["file"]
+        if not path.resolve().is_relative_to(root.resolve()):
+            raise CheckpointError(f"the manifest names {e['file']}, outside {root}")
+        if not e.get("sha256"):
+            raise CheckpointError(f"the manifest has no sha256 for {path}")
+        model, cfg, meta = load_checkpoint(path, sha256=e["sha256"])
+        _check_for_prediction(path, e, cfg, meta)
+        out[e["model"]] = (model, cfg, meta)
+    return out
 
 
 @torch.inference_mode()
 def predict(models: dict[str, tuple], im: Image.Image, invert: str = "auto", k: int = 3) -> dict:
-    """Top-k per model, the preprocessed input each model saw, and each model's latency in ms."""
+    """Top-k per model, the preprocessed input each model saw, and each model's latency in ms.
+    Every number is finite: a model whose output is NaN or infinite raises PredictionError."""
     out: dict = {"predictions": {}, "latency_ms": {}, "inputs": {}}
     for name, (model, cfg, meta) in models.items():
         arr = preprocess(im, cfg.in_channels, cfg.input_size, invert)
@@ -105,8 +217,12 @@ def predict(models: dict[str, tuple], im: Image.Image, invert: str = "auto", k: 
         std = torch.tensor(meta["norm"]["std"]).view(1, -1, 1, 1)
         x = (torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 255 - mean) / std
         t = time.perf_counter()
-        probs = model(x).softmax(1)[0]
+        logits = model(x)
         out["latency_ms"][name] = (time.perf_counter() - t) * 1000
+        probs = logits.softmax(1)[0]
+        if not (torch.isfinite(logits).all() and torch.isfinite(probs).all()):
+            raise PredictionError(f"model {name} gave a non-finite output (NaN or infinity) for this image; "
+                                  "its checkpoint may be damaged")
         p, i = probs.topk(min(k, len(probs)))
         out["predictions"][name] = [{"label": meta["classes"][j], "prob": round(float(q), 4)}
                                     for q, j in zip(p.tolist(), i.tolist())]
@@ -115,12 +231,13 @@ def predict(models: dict[str, tuple], im: Image.Image, invert: str = "auto", k: 
 
 
 def predict_files(models: dict[str, tuple], paths: list[str], invert: str = "auto") -> tuple[list, list]:
-    """Predict each file; returns (results, [(path, error)]) so one bad file doesn't stop the rest."""
+    """Predict each file; returns (results, [(path, error)]) so one bad file doesn't stop the rest.
+    Results hold only finite numbers, so json.dumps(..., allow_nan=False) always works."""
     results, failed = [], []
     for p in paths:
         try:
             res = predict(models, open_image(p), invert)
-        except (ImageError, OSError) as e:
+        except (ImageError, PredictionError, OSError) as e:
             failed.append((p, str(e)))
             continue
         results.append({"image": p, **res})

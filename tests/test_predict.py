@@ -1,16 +1,21 @@
 """Prediction: image decoding of every format and mode, preprocessing, errors, and the shipped checkpoints."""
+import copy
 import io
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import ROOT
-from mscompare.checkpoints import load_checkpoint, read_manifest, sha256
-from mscompare.predict import ImageError, load_set, open_image, predict, preprocess
+from mscompare.checkpoints import CheckpointError, load_checkpoint, read_manifest, save_checkpoint, sha256, write_manifest
+from mscompare.predict import (MAX_BYTES, ImageError, PredictionError, display_copy, load_set, open_image, predict,
+                               predict_files, preprocess)
 
 MODELS = {"alexnet", "mobilenet", "googlenet", "ms_concat", "ms_add"}
 SAMPLES = ROOT / "samples"
@@ -55,17 +60,83 @@ def test_modes_and_sizes_preprocess_to_the_model_format():
     assert preprocess(digit(28, fg=255, bg=0), 1, 28, invert="yes")[0, 0, 0] == 255
 
 
-@pytest.mark.parametrize("data,msg", [(b"", "empty"), (b"%PDF-1.4 not an image", "not a readable image"),
+@pytest.mark.parametrize("data,msg", [(b"", "empty"), (b"%PDF-1.4 not an image", "not a readable PNG, JPEG, BMP"),
                                       (encode(digit(), "PNG")[:60], "corrupt")])
 def test_bad_files_are_clear_errors(data, msg):
     with pytest.raises(ImageError, match=msg):
         open_image(data)
+    with pytest.raises(ImageError) as e:
+        open_image(data, name="foo.png")
+    assert str(e.value).startswith("foo.png: ") and "BytesIO" not in str(e.value)
 
 
 def test_oversized_image_is_refused():
     big = encode(Image.new("L", (7000, 7000)), "PNG")
-    with pytest.raises(ImageError, match="megapixels"):
+    with pytest.raises(ImageError, match="too many pixels: 7000x7000 is 49.0 megapixels; the limit is 40"):
         open_image(big)
+
+
+def test_file_size_is_checked_before_reading(tmp_path, monkeypatch):
+    big = tmp_path / "big.png"
+    with open(big, "wb") as f:
+        f.truncate(MAX_BYTES + 1)  # sparse: stat says 20 MB + 1 byte
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("read before the size check"))
+    with pytest.raises(ImageError, match="the limit is 20 MB"):
+        open_image(big)
+    with pytest.raises(ImageError, match="not a regular file"):
+        open_image(tmp_path)
+
+
+def mode_images():
+    """A bar in every mode Pillow may hand us (I and F only come from in-memory images). LA and P hold a
+    black bar on transparent paper, which becomes white; the others a bright bar on black."""
+    d = digit(40)
+    a = np.asarray(d)
+    la = Image.merge("LA", [Image.new("L", d.size, 0), d])
+    pal = Image.fromarray((a > 0).astype(np.uint8)).convert("P")
+    pal.putpalette([255, 255, 255, 0, 0, 0])
+    pal.info["transparency"] = 0
+    return {"1": d.convert("1"), "L": d, "LA": la, "P": pal, "RGB": d.convert("RGB"), "RGBA": d.convert("RGBA"),
+            "CMYK": d.convert("RGB").convert("CMYK"), "I;16": Image.fromarray(a.astype(np.uint16) * 257),
+            "I": Image.fromarray(a.astype(np.int32) * 70000), "F": Image.fromarray(a.astype(np.float32) / 255)}
+
+
+@pytest.mark.parametrize("mode", list(mode_images()))
+def test_every_mode_converts_for_display_and_prediction(mode):
+    im = mode_images()[mode]
+    assert im.mode == mode
+    shown = display_copy(im)
+    assert shown.mode in ("RGB", "L") and len(encode(shown, "JPEG")) > 0  # st.image encodes it as JPEG
+    ink, paper = np.asarray(shown.convert("L"))[[20, 2], [20, 2]]
+    assert (ink, paper) == ((0, 255) if mode in ("LA", "P") else (255, 0)), (ink, paper)
+    mnist = preprocess(im, 1, 28)  # MNIST style: light ink on black either way
+    assert mnist.shape == (28, 28, 1) and mnist.max() > 200 and mnist[0, 0, 0] < 50
+    cifar = preprocess(im, 3, 32)
+    assert cifar.shape == (32, 32, 3) and cifar.max() - cifar.min() > 200
+
+
+@pytest.mark.parametrize("w,h", [(4000, 3), (3, 4000), (1, 1)])
+def test_extreme_shapes(w, h):
+    im = Image.new("L", (w, h), 200)
+    assert preprocess(im, 1, 28).shape == (28, 28, 1) and preprocess(im, 3, 32).shape == (32, 32, 3)
+    shown = display_copy(im)
+    assert max(shown.size) <= 1024 and max(shown.size) <= 20 * min(shown.size)  # st.image can scale it
+
+
+def ink_extent(a, thr=100):
+    rows, cols = np.nonzero(a.max(axis=-1) > thr)
+    return rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+
+
+@pytest.mark.parametrize("name,size", [("mnist", 28), ("cifar10", 32)])
+def test_tiny_images_are_enlarged(name, size):
+    a = np.zeros((8, 8), np.uint8)
+    a[1:7, 3:5] = 255  # a '1', 6 px tall
+    res = predict(load_set(name), Image.fromarray(a))
+    for m, seen in res["inputs"].items():
+        assert seen.shape[:2] == (size, size), m
+        tall, _ = ink_extent(seen)
+        assert 18 <= tall <= 26, (m, tall)  # ~20 px of ink, not 6
 
 
 def test_manifest_matches_the_shipped_files():
@@ -109,3 +180,66 @@ def test_predict_cli_json(tmp_path):
     p = subprocess.run([sys.executable, "-m", "mscompare", "predict", "--set", "mnist", str(bad)],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "bad.png" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.fixture
+def ckpt_copy(tmp_path):
+    """A copy of checkpoints/ (files and manifest) that a test may damage."""
+    return Path(shutil.copytree(ROOT / "checkpoints", tmp_path / "checkpoints"))
+
+
+def test_flipped_byte_is_refused_by_the_manifest(ckpt_copy):
+    f = ckpt_copy / "mnist" / "ms_add.safetensors"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the weights: the file still parses
+    f.write_bytes(bytes(data))
+    load_checkpoint(f)  # without the manifest nothing notices
+    with pytest.raises(CheckpointError, match=r"ms_add\.safetensors does not match the manifest"):
+        load_set("mnist", root=ckpt_copy)
+    assert set(load_set("cifar10", root=ckpt_copy)) == MODELS  # the other set is untouched
+
+
+def reship(root, dataset, model, state_cfg_meta):
+    """Rewrite one checkpoint and its manifest sha256, as a (wrong) export would."""
+    f = root / dataset / f"{model}.safetensors"
+    save_checkpoint(f, *state_cfg_meta)
+    entries = read_manifest(root)
+    for e in entries:
+        if e["file"] == f"{dataset}/{model}.safetensors":
+            e["sha256"] = sha256(f)
+    write_manifest(entries, root)
+    return f
+
+
+def test_class_list_must_fit_the_outputs(ckpt_copy):
+    model, cfg, meta = load_checkpoint(ckpt_copy / "mnist" / "alexnet.safetensors")
+    f = reship(ckpt_copy, "mnist", "alexnet", (model, cfg, {**meta, "classes": meta["classes"][:9]}))
+    with pytest.raises(CheckpointError, match=r"alexnet\.safetensors lists 9 class names for 10 outputs"):
+        load_checkpoint(f)
+    with pytest.raises(CheckpointError, match="9 class names"):
+        load_set("mnist", root=ckpt_copy)
+
+
+def test_stored_config_must_fit_the_weights(ckpt_copy):
+    f = ckpt_copy / "mnist" / "googlenet.safetensors"
+    raw = f.read_bytes().replace(b'\\"num_classes\\": 10', b'\\"num_classes\\": 12')
+    assert raw != f.read_bytes()
+    f.write_bytes(raw)
+    with pytest.raises(CheckpointError, match=r"googlenet\.safetensors: the weights do not fit the stored config"):
+        load_checkpoint(f)
+
+
+def test_non_finite_output_is_an_error_not_nan():
+    models = load_set("mnist")
+    broken = copy.deepcopy(models["ms_add"][0])
+    with torch.no_grad():
+        next(broken.parameters()).fill_(float("nan"))
+    models["ms_add"] = (broken, *models["ms_add"][1:])
+    with pytest.raises(PredictionError, match="model ms_add gave a non-finite output"):
+        predict(models, digit())
+    seven = str(SAMPLES / "mnist" / "7_0.png")
+    results, failed = predict_files(models, [seven])
+    assert results == [] and failed[0][0] == seven and "ms_add" in failed[0][1]
+    del models["ms_add"]
+    results, failed = predict_files(models, [seven])
+    assert not failed and json.dumps([r["predictions"] for r in results], allow_nan=False)
