@@ -123,7 +123,7 @@ def image_folder(split_dir: Path, classes: list[str] | None, size: int | None, s
         raise DatasetError(f"{split_dir}: class folder(s) {', '.join(map(repr, unknown))} are not among the "
                            f"{len(classes)} train classes ({', '.join(classes[:20])}{more}); the train split "
                            f"defines the classes, so rename or remove them, or add them to train")
-    items, skipped = [], []
+    items, skipped, index = [], [], {c: i for i, c in enumerate(classes)}
     for f in visible_files(split_dir):
         rel = f.relative_to(split_dir)
         if len(rel.parts) < 2:
@@ -132,7 +132,7 @@ def image_folder(split_dir: Path, classes: list[str] | None, size: int | None, s
                                    f"{split_dir}/<class>/, or {SKIP_HINT}")
             skipped.append(f"{rel}: not inside a class folder")
         else:
-            items.append((f, classes.index(rel.parts[0])))
+            items.append((f, index[rel.parts[0]]))
     data = collect(items, classes, split_dir, size, skip_bad, skipped)
     if train:
         empty = [c for i, c in enumerate(classes) if not (data.y == i).any()]
