@@ -1,24 +1,82 @@
-"""The five unit types, the registry that names them, and the network that stacks them (paper Table 1)."""
+"""The model config, the unit registry, the five unit types and the network that stacks them (paper Table 1)."""
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
-from mscompare.config import ModelConfig
+# Bounds shared by the CLI, the app and the library (validated in ModelConfig).
+MAX_UNITS = 4
+MAX_WIDTH = 512
+MAX_EXPAND = 4
 
-MODELS: dict[str, Callable[[int], nn.Module]] = {}
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a network exactly; stored in every checkpoint and run."""
+
+    model: str = "ms_add"
+    units: int = 2
+    width: int = 32
+    in_channels: int = 1
+    input_size: int = 28
+    num_classes: int = 10
+    hidden: int = 128
+    # N/C of the multi-scale units' 1x1 expansion (the paper's "extended feature maps"). 1 keeps N = C,
+    # the reading that matches the paper's "only two times MobileNet" parameter claim; see ARCHITECTURE.md.
+    expand: int = 1
+
+    def __post_init__(self) -> None:
+        get_unit(self.model)  # a clear error naming the registered units
+        checks = [(1 <= self.units <= MAX_UNITS, f"units must be 1-{MAX_UNITS}, got {self.units}"),
+                  (8 <= self.width <= MAX_WIDTH and self.width % 8 == 0,
+                   f"width must be a multiple of 8 from 8 to {MAX_WIDTH}, got {self.width}"),
+                  (self.in_channels in (1, 3), f"in_channels must be 1 or 3, got {self.in_channels}"),
+                  (8 <= self.input_size <= 512, f"input_size must be 8-512 pixels, got {self.input_size}"),
+                  (2 <= self.num_classes <= 10000, f"num_classes must be 2-10000, got {self.num_classes}"),
+                  (1 <= self.hidden <= 4096, f"hidden must be 1-4096, got {self.hidden}"),
+                  (1 <= self.expand <= MAX_EXPAND, f"expand must be 1-{MAX_EXPAND}, got {self.expand}")]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def register_model(name: str):
-    """Register a unit builder `fn(width) -> nn.Module` under a stable name used by CLI, app and checkpoints."""
+# The unit registry, shaped like torchvision's models/_api.py: name -> builder(cfg) -> nn.Module (C -> C maps).
+_UNITS: dict[str, Callable[[ModelConfig], nn.Module]] = {}
+
+
+def register_unit(name: str):
+    """Register a unit builder `fn(cfg) -> nn.Module` under a stable name used by CLI, app and checkpoints."""
 
     def deco(fn):
-        MODELS[name] = fn
+        if name in _UNITS:
+            raise ValueError(f"a unit named {name!r} is already registered ({_UNITS[name].__module__})")
+        _UNITS[name] = fn
         return fn
 
     return deco
+
+
+def get_unit(name: str) -> Callable[[ModelConfig], nn.Module]:
+    if name not in _UNITS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(_UNITS)}")
+    return _UNITS[name]
+
+
+def list_units() -> list[str]:
+    """Registered unit names in registration order (the order of every table and chart)."""
+    return list(_UNITS)
 
 
 class ConvBN(nn.Sequential):
@@ -54,54 +112,61 @@ class Inception(nn.Module):
 
 
 class MultiScale(nn.Module):
-    """The paper's multi-scale separable unit (Fig. 2): 1x1 to N maps, a 1-SepConv and a 2-SepConv branch,
-    merged by concat (method 1, Eq. 2) or addition (method 2, Eq. 3), plus an identity residual."""
+    """The paper's multi-scale separable unit (Fig. 2): 1x1 to N = expand*C maps, a 1-SepConv and a 2-SepConv
+    branch of m = C/2 maps each, merged by concat (method 1, Eq. 2) or addition (method 2, Eq. 3), plus an
+    identity residual."""
 
-    def __init__(self, width: int, merge: str):
+    def __init__(self, width: int, merge: str, expand: int = 1):
         super().__init__()
-        n, m = width, width // 2  # N extended maps; m maps per branch and scale
+        if merge not in ("concat", "add"):
+            raise ValueError(f"merge must be 'concat' or 'add', got {merge!r}")
+        n, m = width * expand, width // 2  # N extended maps; m maps per branch and scale
         self.merge = merge
         self.expand = ConvBN(width, n, 1)
         self.scale1 = SepConv(n, m, act=False)
         self.scale2 = nn.Sequential(SepConv(n, m), SepConv(m, m, act=False))
-        # Eq. 3 yields m maps; a linear 1x1 restores `width` so the residual stays an identity.
+        # Our addition: Eq. 3 yields m maps; a linear 1x1 restores `width` so the residual stays an identity.
         self.restore = ConvBN(m, width, 1, act=False) if merge == "add" else nn.Identity()
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x):
         e = self.expand(x)
         g1, g2 = self.scale1(e), self.scale2(e)
-        g = torch.cat([g1, g2], dim=1) if self.merge == "concat" else g1 + g2
+        g = torch.cat([g1, g2], dim=1) if self.merge == "concat" else g1 + g2  # Eq. 2 / Eq. 3
         return self.act(x + self.restore(g))
 
 
-@register_model("alexnet")
-def alexnet_unit(width: int) -> nn.Module:
+@register_unit("alexnet")
+def alexnet_unit(cfg: ModelConfig) -> nn.Module:
     """Standard 3x3 convolution unit (Fig. 3a)."""
-    return ConvBN(width, width, 3)
+    return ConvBN(cfg.width, cfg.width, 3)
 
 
-@register_model("mobilenet")
-def mobilenet_unit(width: int) -> nn.Module:
+@register_unit("mobilenet")
+def mobilenet_unit(cfg: ModelConfig) -> nn.Module:
     """Depthwise 3x3 + pointwise 1x1 unit (Fig. 3b, Eq. 1)."""
-    return SepConv(width, width)
+    return SepConv(cfg.width, cfg.width)
 
 
-@register_model("googlenet")
-def googlenet_unit(width: int) -> nn.Module:
-    return Inception(width)
+@register_unit("googlenet")
+def googlenet_unit(cfg: ModelConfig) -> nn.Module:
+    """Inception module (Fig. 3c), 1x1 paths widened to 1.5C (ARCHITECTURE.md says why)."""
+    return Inception(cfg.width)
 
 
-@register_model("ms_concat")
-def ms_concat_unit(width: int) -> nn.Module:
+@register_unit("ms_concat")
+def ms_concat_unit(cfg: ModelConfig) -> nn.Module:
     """Method 1: branches concatenated (Eq. 2)."""
-    return MultiScale(width, "concat")
+    return MultiScale(cfg.width, "concat", cfg.expand)
 
 
-@register_model("ms_add")
-def ms_add_unit(width: int) -> nn.Module:
+@register_unit("ms_add")
+def ms_add_unit(cfg: ModelConfig) -> nn.Module:
     """Method 2: branches added (Eq. 3)."""
-    return MultiScale(width, "add")
+    return MultiScale(cfg.width, "add", cfg.expand)
+
+
+MODELS = _UNITS  # the registry itself, read-only by convention: iterate it or call list_units()
 
 
 class Net(nn.Module):
@@ -112,11 +177,10 @@ class Net(nn.Module):
         self.cfg = cfg
         w = cfg.width
         self.stem = nn.Sequential(ConvBN(cfg.in_channels, w, 3), nn.MaxPool2d(2, ceil_mode=True))
-        self.units = nn.ModuleList(MODELS[cfg.model](w) for _ in range(cfg.units))
+        self.units = nn.ModuleList(get_unit(cfg.model)(cfg) for _ in range(cfg.units))
         self.pool = nn.MaxPool2d(2, ceil_mode=True)  # 28 -> 14 -> 7 -> 4 -> 2 -> 1: four units fit MNIST
         side = -(-cfg.input_size // 2 ** (cfg.units + 1))
         self.fc1 = nn.Linear(w * side * side, cfg.hidden)
-        self.drop = nn.Dropout(cfg.dropout)
         self.fc2 = nn.Linear(cfg.hidden, cfg.num_classes)
 
     def features(self, x):
@@ -127,7 +191,7 @@ class Net(nn.Module):
 
     def forward(self, x):
         x = torch.flatten(self.features(x), 1)
-        return self.fc2(self.drop(torch.relu(self.fc1(x))))
+        return self.fc2(torch.relu(self.fc1(x)))
 
 
 def build_model(cfg: ModelConfig) -> Net:
@@ -140,4 +204,4 @@ def count_params(module: nn.Module) -> int:
 
 def unit_params(cfg: ModelConfig) -> int:
     """Parameters of one unit at the config's width (what the paper's Table 2 compares)."""
-    return count_params(MODELS[cfg.model](cfg.width))
+    return count_params(get_unit(cfg.model)(cfg))

@@ -8,7 +8,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("MSCOMPARE_TEST", "1")
 
 
 def digits_npz(root: Path, name: str = "tinydigits", n_train: int = 600, n_test: int = 200, size: int = 28,

@@ -52,7 +52,7 @@ def test_whole_network_params_by_hand():
 
 def test_merge_methods_differ_as_the_paper_says():
     """Method 1 concatenates the two scales (2 x m maps), method 2 adds them (m maps)."""
-    cat_unit, add_unit = MODELS["ms_concat"](16), MODELS["ms_add"](16)
+    cat_unit, add_unit = MODELS["ms_concat"](ModelConfig(width=16)), MODELS["ms_add"](ModelConfig(width=16))
     x = torch.randn(1, 16, 8, 8)
     e = cat_unit.expand(x)
     assert torch.cat([cat_unit.scale1(e), cat_unit.scale2(e)], 1).shape[1] == 16
