@@ -5,8 +5,8 @@ import argparse
 import json
 import sys
 
-from mscompare.config import DATASETS
-from mscompare.models import MODELS
+from mscompare.config import DATASETS, PRESETS, preset
+from mscompare.models import MAX_UNITS, list_units
 
 
 class ArgParser(argparse.ArgumentParser):
@@ -36,43 +36,48 @@ def cmd_info(a) -> int:
 
 
 def _progress_printer(total: int, as_json: bool):
+    """JSON: one line per eval point. Otherwise a tqdm bar that moves every few iterations."""
     if as_json:
-        return lambda s: print(json.dumps({"event": "progress", **{k: round(v, 4) if isinstance(v, float) else v
-                                                                   for k, v in s.items()}}), flush=True), None
+        def line(s):
+            if s.get("kind") == "eval":
+                print(json.dumps({"event": "progress", **{k: round(v, 4) if isinstance(v, float) else v
+                                                          for k, v in s.items() if k != "kind"}}), flush=True)
+        return line, None
     from tqdm import tqdm
 
     bar = tqdm(total=total, unit="it", disable=not sys.stderr.isatty())
+    acc = {"test_acc": float("nan")}
 
     def show(s):
+        acc.update({k: v for k, v in s.items() if k == "test_acc"})
         bar.update(s["iter"] - bar.n)
-        bar.set_postfix(acc=f"{s['test_acc']:.4f}", loss=f"{s['loss']:.3f}", ips=f"{s['images_per_s']:.0f}")
+        bar.set_postfix(acc=f"{acc['test_acc']:.4f}", loss=f"{s['loss']:.3f}", ips=f"{s['images_per_s']:.0f}")
 
     return show, bar
 
 
 def cmd_train(a) -> int:
     from mscompare.config import config_for
-    from mscompare.data import DatasetError, load_dataset
-    from mscompare.runs import RunStore, execute
-    from mscompare.train import preset
+    from mscompare.data import load_dataset
+    from mscompare.jobs import cost, execute
+    from mscompare.runs import RunStore
 
     tcfg = preset(a.preset, a.dataset, iters=a.iters, batch_size=a.batch_size, eval_every=a.eval_every,
                   device=a.device, seed=a.seed, data_root=a.data_root, lr=a.lr, optimizer=a.optimizer,
-                  threads=a.threads)
-    try:
-        data = load_dataset(a.dataset, a.data_root)
-    except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+                  threads=a.threads, precision=a.precision)
+    store = RunStore(a.runs_dir)  # a bad runs folder fails before the data is decoded
+    data = load_dataset(a.dataset, a.data_root)
     c, h, _ = data[0].shape
     shape = {} if a.dataset in DATASETS else {"in_channels": c, "input_size": h, "num_classes": len(data[0].classes)}
-    mcfg = config_for(a.model, a.dataset, units=a.units, width=a.width, **shape)
-    store = RunStore(a.runs_dir)
-    rid = store.create(mcfg, tcfg, tag="cli")
+    mcfg = config_for(a.model, a.dataset, units=a.units, width=a.width, expand=a.expand, **shape)
+    params, macs = cost(mcfg)
+    rid = store.create(mcfg, tcfg, tag="cli", params=params, macs=macs)
     show, bar = _progress_printer(tcfg.iters, a.json)
-    row = execute(store, rid, store.dir / "checkpoints", data=data, on_progress=show)
-    if bar is not None:
-        bar.close()
+    try:
+        row = execute(store, rid, store.dir / "checkpoints", data=data, on_progress=show)
+    finally:
+        if bar is not None:
+            bar.close()
     if row["status"] != "done":
         print(f"error: run {rid} {row['status']}: {row['message']}", file=sys.stderr)
         return 1
@@ -103,6 +108,12 @@ def cmd_runs(a) -> int:
     if a.action == "export":
         if not a.csv:
             print("error: runs export needs --csv FILE", file=sys.stderr)
+            return 2
+        from pathlib import Path
+
+        if not Path(a.csv).resolve().parent.is_dir():
+            print(f"error: can't write {a.csv}: the folder {Path(a.csv).resolve().parent} does not exist",
+                  file=sys.stderr)
             return 2
         df.to_csv(a.csv, index=False)
         print(f"wrote {len(df)} runs to {a.csv}")
@@ -137,10 +148,10 @@ def cmd_reproduce(a) -> int:
     from mscompare.runs import RunStore
 
     store = RunStore(a.runs_dir)
-    models = list(MODELS) if a.models == ["all"] else a.models
+    models = list_units() if a.models == ["all"] else a.models
     for m in models:
-        if m not in MODELS:
-            print(f"error: unknown model {m!r}; choose from {', '.join(MODELS)} or all", file=sys.stderr)
+        if m not in list_units():
+            print(f"error: unknown model {m!r}; choose from {', '.join(list_units())} or all", file=sys.stderr)
             return 2
     run_all(store, a.dataset, models, a.seeds, a.preset, a.iters, a.data_root, a.width, a.threads,
             checkpoint_dir=store.dir / "checkpoints")
@@ -159,25 +170,29 @@ def build_parser() -> ArgParser:
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=ArgParser)
     datasets = list(DATASETS)
 
-    i = sub.add_parser("info", help="params and MACs of all five models")
+    units = dict(type=int, choices=range(1, MAX_UNITS + 1), metavar=f"{{1-{MAX_UNITS}}}",
+                 help="units per network (default: the paper's count for the model and dataset)")
+    i = sub.add_parser("info", help="params and MACs of every registered model")
     i.add_argument("--dataset", choices=datasets, default="mnist")
-    i.add_argument("--units", type=int, choices=range(1, 5), metavar="{1-4}")
+    i.add_argument("--units", **units)
     i.add_argument("--width", type=_positive, default=32)
     i.add_argument("--json", action="store_true")
 
     t = sub.add_parser("train", help="train one model")
-    t.add_argument("--model", choices=list(MODELS), required=True)
+    t.add_argument("--model", choices=list_units(), required=True)
     t.add_argument("--dataset", required=True, help=f"{', '.join(datasets)} or a folder name under --data-root")
-    t.add_argument("--preset", choices=["paper", "quick", "modern"], default="paper")
-    t.add_argument("--units", type=int, choices=range(1, 5), metavar="{1-4}")
+    t.add_argument("--preset", choices=list(PRESETS), default="paper")
+    t.add_argument("--units", **units)
     t.add_argument("--width", type=_positive, default=32)
+    t.add_argument("--expand", type=_positive, default=1, help="N/C of the multi-scale units' 1x1 expansion")
+    t.add_argument("--precision", choices=["fp32", "bf16", "auto"])
     for name in ("--iters", "--batch-size", "--eval-every"):
         t.add_argument(name, type=_positive)
-    t.add_argument("--lr", type=float)
+    t.add_argument("--lr", type=float, help="learning rate (finite, > 0)")
     t.add_argument("--optimizer", choices=["adam", "sgd"])
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    t.add_argument("--threads", type=_positive, help="intra-op threads (default: the automatic thread policy)")
     t.add_argument("--json", action="store_true")
 
     r = sub.add_parser("runs", help="list, show or export stored runs")
@@ -196,9 +211,9 @@ def build_parser() -> ArgParser:
     rp.add_argument("--models", nargs="+", default=["all"])
     rp.add_argument("--seeds", type=_positive, default=2)
     rp.add_argument("--iters", type=_positive)
-    rp.add_argument("--preset", choices=["paper", "modern", "quick"], default="paper")
+    rp.add_argument("--preset", choices=list(PRESETS), default="paper")
     rp.add_argument("--width", type=_positive, default=32)
-    rp.add_argument("--threads", type=int, default=0)
+    rp.add_argument("--threads", type=_positive)
     rp.add_argument("--out", default="docs/results")
     rp.add_argument("--ship", action="store_true", help="copy the seed-0 checkpoints into checkpoints/")
 
@@ -210,13 +225,23 @@ def build_parser() -> ArgParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mscompare.checkpoints import CheckpointError
+    from mscompare.data import DatasetError
+    from mscompare.runs import StoreError
+    from mscompare.threads import configure_process, policy
+    from mscompare.train import TrainingError
+
     a = build_parser().parse_args(argv)
     try:
+        configure_process(policy(getattr(a, "threads", None) or 0))
         return {"info": cmd_info, "train": cmd_train, "runs": cmd_runs, "predict": cmd_predict,
                 "reproduce": cmd_reproduce}[a.cmd](a)
-    except ValueError as e:  # config validation (width, units, size)
+    except ValueError as e:  # argument and config validation (width, units, lr, iterations...)
         print(f"mscompare: error: {e}", file=sys.stderr)
         return 2
+    except (DatasetError, StoreError, TrainingError, CheckpointError) as e:
+        print(f"mscompare: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; finished runs are kept in the run store", file=sys.stderr)
         return 130

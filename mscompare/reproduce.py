@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from mscompare.config import config_for
-from mscompare.models import MODELS
-from mscompare.runs import RunStore, execute
-from mscompare.train import preset
+from mscompare.config import TrainConfig, config_for, preset
+from mscompare.jobs import cost, execute
+from mscompare.models import ModelConfig, list_units
+from mscompare.runs import RunStore
 
 # The paper's reported test accuracies (%), Tables 3-6; None where the text gives no number.
 PAPER_ACC = {
@@ -45,23 +45,33 @@ def run_all(store: RunStore, dataset: str, models: list[str] | None = None, seed
             threads: int = 0, checkpoint_dir: str | Path | None = None, log=print) -> list[str]:
     """Train whatever of the plan isn't done yet (a finished run with the same config is reused)."""
     from mscompare.data import load_dataset
+    from mscompare.train import resolve_device
 
-    models = models or list(MODELS)
+    models = models or list_units()
     tag = tag_for(dataset, preset_name)
-    def key(model_config: dict, train_config: dict) -> str:  # threads and device change speed, not the protocol
-        return json.dumps([model_config, {k: v for k, v in train_config.items() if k not in ("threads", "device")}])
+    def key(model_config: dict, train_config: dict, device: str) -> str:
+        """The protocol and the device type: threads and data root change speed or paths, not results."""
+        m = ModelConfig.from_dict(model_config).to_dict()  # fills fields added since the run was stored
+        t = {k: v for k, v in TrainConfig.from_dict(train_config).to_dict().items()
+             if k not in ("threads", "device", "data_root")}
+        return json.dumps([m, t, device])
 
-    done = {key(json.loads(r["model_config"]), json.loads(r["train_config"])): r["id"]
+    def ran_on(row: dict) -> str:
+        return (json.loads(row["env"] or "{}").get("device") or "cpu").split(":")[0]
+
+    here = resolve_device("auto").type
+    done = {key(json.loads(r["model_config"]), json.loads(r["train_config"]), ran_on(r)): r["id"]
             for r in store.list(tag=tag, status="done")}
     data, ids = None, []
     for mcfg, tcfg in plan(dataset, models, seeds, preset_name, iters, data_root, width, threads):
-        k = key(mcfg.to_dict(), tcfg.__dict__)
+        k = key(mcfg.to_dict(), tcfg.to_dict(), resolve_device(tcfg.device).type if tcfg.device != "auto" else here)
         if k in done:
             ids.append(done[k])
             log(f"skip {mcfg.model} seed {tcfg.seed}: already done ({done[k]})")
             continue
         data = data or load_dataset(dataset, data_root)
-        rid = store.create(mcfg, tcfg, tag)
+        params, macs = cost(mcfg)
+        rid = store.create(mcfg, tcfg, tag, params=params, macs=macs)
         log(f"train {mcfg.model} seed {tcfg.seed} on {dataset} ({tcfg.iters} iters) as {rid}")
         row = execute(store, rid, checkpoint_dir, data=data)
         log(f"  {row['status']}: test_acc={row['test_acc']} {row['message'] or ''}")
@@ -81,7 +91,7 @@ def table(store: RunStore, dataset: str, preset_name: str = "paper") -> pd.DataF
         "seconds": g["seconds"].mean().round(0), "images_per_s": g["images_per_s"].mean().round(0),
     }).reset_index()
     df["paper_acc"] = df["model"].map(PAPER_ACC.get(dataset, {}))
-    order = {m: i for i, m in enumerate(MODELS)}
+    order = {m: i for i, m in enumerate(list_units())}
     return df.sort_values("model", key=lambda s: s.map(order)).reset_index(drop=True)
 
 

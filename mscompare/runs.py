@@ -1,19 +1,16 @@
-"""The run store (SQLite: configs, status, live curve, results) and the background run manager."""
+"""The run store: every run's config, status, live curve and results in one SQLite file, safe across processes."""
 from __future__ import annotations
 
 import json
 import os
-import queue
 import sqlite3
-import threading
 import time
-import traceback
 import uuid
 from contextlib import closing
 from pathlib import Path
 
-from mscompare.config import ModelConfig
-from mscompare.train import Cancelled, TrainConfig
+from mscompare.config import TrainConfig
+from mscompare.models import ModelConfig
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -25,19 +22,47 @@ CREATE TABLE IF NOT EXISTS points (
   run_id TEXT, iter INTEGER, test_acc REAL, loss REAL, images_per_s REAL, t REAL,
   PRIMARY KEY (run_id, iter));
 """
+# Columns added since the first schema: an old store gets them on open.
+ADDED = {"owner": "TEXT", "batch": "TEXT", "width": "INTEGER", "units": "INTEGER", "device": "TEXT",
+         "evaluation": "TEXT"}
 ACTIVE = ("queued", "running")
+FINISHED = ("done", "failed", "cancelled", "interrupted")
 
 
-def _alive(pid: int | None) -> bool:
+class StoreError(RuntimeError):
+    """The run store can't be opened or written; the message names the file and what to do."""
+
+
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (clock ticks since boot), so a reused pid is not taken for the old one."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def owner_id(pid: int | None = None) -> str:
+    pid = pid or os.getpid()
+    return f"{pid}:{process_start(pid) or '?'}"
+
+
+def owner_alive(owner: str | None, pid: int | None = None) -> bool:
+    """Is the process that owns a run still the same living process?"""
+    if owner:
+        spid, _, start = owner.partition(":")
+        pid = int(spid)
     if not pid:
         return False
     try:
         os.kill(pid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    if owner and start != "?":
+        return process_start(pid) == start
+    return True
 
 
 class RunStore:
@@ -45,10 +70,16 @@ class RunStore:
 
     def __init__(self, runs_dir: str | Path = "runs"):
         self.dir = Path(runs_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "runs.sqlite"
-        with closing(self._connect()) as db, db:
-            db.executescript(SCHEMA)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"can't create the runs folder {self.dir}: {e.strerror or e}") from e
+        self._write_script(SCHEMA)
+        have = {r["name"] for r in self._query("PRAGMA table_info(runs)")}
+        for col, typ in ADDED.items():
+            if col not in have:
+                self._exec(f"ALTER TABLE runs ADD COLUMN {col} {typ}")
         self.recover()
 
     def _connect(self) -> sqlite3.Connection:
@@ -57,34 +88,57 @@ class RunStore:
         db.execute("PRAGMA journal_mode=WAL")
         return db
 
+    def _fail(self, e: sqlite3.Error) -> StoreError:
+        if any(s in str(e) for s in ("not a database", "malformed", "file is encrypted")):
+            return StoreError(f"{self.path} is not a readable SQLite run store ({e}). Move it aside "
+                              f"(mv {self.path} {self.path}.bad) and a new, empty store is made on the next start.")
+        return StoreError(f"can't write the run store {self.path}: {e} (is the disk full or the folder read-only?)")
+
+    def _write_script(self, sql: str) -> None:
+        try:
+            with closing(self._connect()) as db, db:
+                db.executescript(sql)
+        except sqlite3.Error as e:
+            raise self._fail(e) from e
+
     def _exec(self, sql: str, args=()) -> None:
-        with closing(self._connect()) as db, db:
-            db.execute(sql, args)
+        try:
+            with closing(self._connect()) as db, db:
+                db.execute(sql, args)
+        except sqlite3.Error as e:
+            raise self._fail(e) from e
 
     def _query(self, sql: str, args=()) -> list[dict]:
-        with closing(self._connect()) as db:
-            return [dict(r) for r in db.execute(sql, args)]
+        try:
+            with closing(self._connect()) as db:
+                return [dict(r) for r in db.execute(sql, args)]
+        except sqlite3.Error as e:
+            raise self._fail(e) from e
 
     def recover(self) -> int:
-        """Mark runs whose owning process is gone as interrupted; their curve so far is kept."""
-        stale = [r["id"] for r in self._query("SELECT id, pid FROM runs WHERE status IN ('queued','running')")
-                 if not _alive(r["pid"])]
+        """Mark runs whose owning process is gone (or whose pid now names another process) as interrupted;
+        their curve so far is kept."""
+        rows = self._query("SELECT id, pid, owner FROM runs WHERE status IN ('queued','running')")
+        stale = [r["id"] for r in rows if not owner_alive(r["owner"], r["pid"])]
         for rid in stale:
             self._exec("UPDATE runs SET status='interrupted', message='the process running it stopped', "
                        "finished=? WHERE id=?", (time.time(), rid))
         return len(stale)
 
-    def create(self, model_cfg: ModelConfig, train_cfg: TrainConfig, tag: str = "") -> str:
+    def create(self, model_cfg: ModelConfig, train_cfg: TrainConfig, tag: str = "", batch: str = "",
+               params: int | None = None, macs: int | None = None) -> str:
         rid = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self._exec("INSERT INTO runs (id, created, status, model, dataset, preset, seed, iters, tag, model_config,"
-                   " train_config, pid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                   " train_config, pid, owner, batch, width, units, device, params, macs)"
+                   " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                    (rid, time.time(), "queued", model_cfg.model, train_cfg.dataset, train_cfg.preset, train_cfg.seed,
-                    train_cfg.iters, tag, json.dumps(model_cfg.to_dict()), json.dumps(train_cfg.__dict__),
-                    os.getpid()))
+                    train_cfg.iters, tag, json.dumps(model_cfg.to_dict()), json.dumps(train_cfg.to_dict()),
+                    os.getpid(), owner_id(), batch, model_cfg.width, model_cfg.units, train_cfg.device,
+                    params, macs))
         return rid
 
     def update(self, rid: str, **fields) -> None:
-        fields = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in fields.items()}
+        fields = {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in fields.items()}
         cols = ", ".join(f"{k}=?" for k in fields)
         self._exec(f"UPDATE runs SET {cols} WHERE id=?", (*fields.values(), rid))
 
@@ -96,11 +150,20 @@ class RunStore:
         rows = self._query("SELECT * FROM runs WHERE id=?", (rid,))
         return rows[0] if rows else None
 
-    def list(self, **where) -> list[dict]:
-        sql = "SELECT * FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(f"{k}=?" for k in where)
-        return self._query(sql + " ORDER BY created", tuple(where.values()))
+    def list(self, ids: list[str] | None = None, **where) -> list[dict]:
+        clauses, args = [f"{k}=?" for k in where], list(where.values())
+        if ids is not None:
+            clauses.append(f"id IN ({','.join('?' * len(ids))})")
+            args += list(ids)
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        return self._query(sql + " ORDER BY created", tuple(args))
+
+    def batches(self, tag: str | None = None) -> list[dict]:
+        """Batches of runs started together, newest first: id, when, how many runs, which models."""
+        sql = ("SELECT batch, MIN(created) AS created, COUNT(*) AS runs, GROUP_CONCAT(model, ', ') AS models, "
+               "MIN(dataset) AS dataset, MIN(preset) AS preset FROM runs WHERE batch IS NOT NULL AND batch != ''"
+               + (" AND tag=?" if tag else "") + " GROUP BY batch ORDER BY created DESC")
+        return self._query(sql, (tag,) if tag else ())
 
     def curve(self, rid: str) -> list[dict]:
         return self._query("SELECT iter, test_acc, loss, images_per_s FROM points WHERE run_id=? ORDER BY iter",
@@ -112,132 +175,3 @@ class RunStore:
         marks = ",".join("?" * len(ids))
         return self._query(f"SELECT run_id, iter, test_acc, loss FROM points WHERE run_id IN ({marks}) "
                            "ORDER BY run_id, iter", tuple(ids))
-
-
-def execute(store: RunStore, rid: str, checkpoint_dir: str | Path | None = None, *, data=None,
-            on_progress=None, should_stop=None) -> dict:
-    """Run one stored run to the end, recording every point; the status says how it ended. Never raises."""
-    from mscompare.checkpoints import save_checkpoint
-    from mscompare.data import load_dataset
-    from mscompare.profile import profile_model
-    from mscompare.train import TrainingError, train
-
-    row = store.get(rid)
-    mcfg = ModelConfig.from_dict(json.loads(row["model_config"]))
-    tcfg = TrainConfig.from_dict(json.loads(row["train_config"]))
-    store.update(rid, status="running", started=time.time(), pid=os.getpid())
-
-    def progress(snap):
-        store.add_point(rid, snap["iter"], snap["test_acc"], snap["loss"], snap["images_per_s"])
-        if on_progress:
-            on_progress(snap)
-
-    try:
-        train_data, test_data = data or load_dataset(tcfg.dataset, tcfg.data_root)
-        res = train(mcfg, tcfg, train_data, test_data, progress, should_stop)
-        prof = profile_model(mcfg)
-        ckpt = None
-        if checkpoint_dir is not None:
-            meta = {"classes": train_data.classes, "norm": res["norm"], "dataset": tcfg.dataset,
-                    "iters": tcfg.iters, "test_acc": res["test_acc"], "run_id": rid, "preset": tcfg.preset,
-                    "seed": tcfg.seed}
-            ckpt = str(save_checkpoint(Path(checkpoint_dir) / f"{rid}.safetensors", res["model"], mcfg, meta))
-        store.update(rid, status="done", finished=time.time(), test_acc=res["test_acc"], params=prof.params,
-                     macs=prof.macs, seconds=res["seconds"], images_per_s=res["images_per_s"], env=res["env"],
-                     checkpoint=ckpt, message="")
-    except Cancelled:
-        store.update(rid, status="cancelled", finished=time.time(), message="cancelled by the user")
-    except MemoryError:
-        store.update(rid, status="failed", finished=time.time(), message="out of memory; lower the batch size")
-    except Exception as e:  # noqa: BLE001 - any failure becomes a visible status, never a dead thread
-        msg = str(e) if isinstance(e, (TrainingError, RuntimeError, ValueError)) else repr(e)
-        if "out of memory" in msg.lower():
-            msg = "out of memory; lower the batch size or width. " + msg[:200]
-        store.update(rid, status="failed", finished=time.time(), message=msg[:2000],
-                     env={"traceback": traceback.format_exc()[-4000:]})
-    return store.get(rid)
-
-
-class RunManager:
-    """A queue of runs trained by `concurrency` background threads; snapshots are safe to read anywhere."""
-
-    def __init__(self, store: RunStore, concurrency: int = 1, checkpoint_dir: str | Path | None = None):
-        self.store = store
-        self.checkpoint_dir = checkpoint_dir if checkpoint_dir is not None else store.dir / "checkpoints"
-        self._q: queue.Queue[str] = queue.Queue()
-        self._lock = threading.Lock()
-        self._live: dict[str, dict] = {}
-        self._stop: dict[str, threading.Event] = {}
-        self._data: dict[tuple[str, str], tuple] = {}  # decoded datasets, shared by runs on the same data
-        self._threads = [threading.Thread(target=self._work, daemon=True, name=f"mscompare-run-{i}")
-                         for i in range(concurrency)]
-        for t in self._threads:
-            t.start()
-
-    def submit(self, model_cfg: ModelConfig, train_cfg: TrainConfig, tag: str = "") -> str:
-        rid = self.store.create(model_cfg, train_cfg, tag)
-        with self._lock:
-            self._stop[rid] = threading.Event()
-            self._live[rid] = {"status": "queued", "iter": 0, "iters": train_cfg.iters}
-        self._q.put(rid)
-        return rid
-
-    def cancel(self, rid: str) -> None:
-        with self._lock:
-            ev = self._stop.get(rid)
-            live = self._live.get(rid)
-            if ev is not None:
-                ev.set()
-            if live is not None and live["status"] == "queued":
-                live["status"] = "cancelled"
-        if live is not None and live["status"] == "cancelled":
-            self.store.update(rid, status="cancelled", finished=time.time(), message="cancelled before it started")
-
-    def snapshot(self, rid: str) -> dict:
-        with self._lock:
-            return dict(self._live.get(rid, {}))
-
-    def snapshots(self) -> dict[str, dict]:
-        with self._lock:
-            return {k: dict(v) for k, v in self._live.items()}
-
-    def active(self) -> bool:
-        with self._lock:
-            return any(v["status"] in ACTIVE for v in self._live.values())
-
-    def wait(self, timeout: float | None = None) -> bool:
-        end = None if timeout is None else time.time() + timeout
-        while self.active():
-            if end is not None and time.time() > end:
-                return False
-            time.sleep(0.05)
-        return True
-
-    def _set(self, rid: str, **kw) -> None:
-        with self._lock:
-            self._live[rid].update(kw)
-
-    def _dataset(self, rid: str):
-        """The run's dataset, decoded once per manager; None lets execute() report a loading error."""
-        from mscompare.data import DatasetError, load_dataset
-
-        tcfg = json.loads(self.store.get(rid)["train_config"])
-        key = (tcfg["dataset"], tcfg["data_root"])
-        if key not in self._data:
-            try:
-                self._data[key] = load_dataset(*key)
-            except DatasetError:
-                return None
-        return self._data[key]
-
-    def _work(self) -> None:
-        while True:
-            rid = self._q.get()
-            with self._lock:
-                if self._live[rid]["status"] == "cancelled":
-                    continue
-                self._live[rid]["status"] = "running"
-            stop = self._stop[rid]
-            row = execute(self.store, rid, self.checkpoint_dir, data=self._dataset(rid),
-                          on_progress=lambda s, r=rid: self._set(r, **s), should_stop=stop.is_set)
-            self._set(rid, status=row["status"], message=row["message"], test_acc=row["test_acc"])

@@ -10,7 +10,8 @@ import torch
 from mscompare import ModelConfig, build_model
 from mscompare.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from mscompare.data import load_dataset
-from mscompare.runs import RunManager, RunStore, execute
+from mscompare.jobs import RunManager, execute
+from mscompare.runs import RunStore
 from mscompare.train import TrainConfig, preset, train
 
 SMALL = dict(model="mobilenet", width=8, units=2, num_classes=4)
@@ -19,9 +20,11 @@ SMALL = dict(model="mobilenet", width=8, units=2, num_classes=4)
 def test_training_learns_the_tiny_task(tiny_npz):
     tr, te = load_dataset("tinydigits", tiny_npz)
     seen = []
-    cfg = TrainConfig(dataset="tinydigits", iters=60, batch_size=32, eval_every=20, lr=3e-3, eval_subset=0)
+    cfg = TrainConfig(dataset="tinydigits", iters=60, batch_size=32, eval_every=20, lr=3e-3, eval_subset=0,
+                      device="cpu")
     res = train(ModelConfig(**SMALL), cfg, tr, te, progress=seen.append)
-    assert [s["iter"] for s in seen] == [20, 40, 60]
+    assert [s["iter"] for s in seen if s["kind"] == "eval"] == [20, 40, 60]
+    assert [s["iter"] for s in seen if s["kind"] == "step"] == [10, 20, 30, 40, 50, 60]
     assert res["test_acc"] > 0.9, res["curve"]
     assert res["curve"][-1][0] == 60 and res["images_per_s"] > 0
     assert {"mean", "std"} == set(res["norm"]) and res["env"]["device"] == "cpu"
@@ -29,7 +32,7 @@ def test_training_learns_the_tiny_task(tiny_npz):
 
 def test_seeded_runs_repeat(tiny_npz):
     tr, te = load_dataset("tinydigits", tiny_npz)
-    cfg = TrainConfig(dataset="tinydigits", iters=10, batch_size=16, eval_every=10, seed=3)
+    cfg = TrainConfig(dataset="tinydigits", iters=10, batch_size=16, eval_every=10, seed=3, device="cpu")
     a = train(ModelConfig(**SMALL), cfg, tr, te)
     b = train(ModelConfig(**SMALL), cfg, tr, te)
     assert a["curve"] == b["curve"]
@@ -82,7 +85,7 @@ def test_recovery_after_crash_keeps_the_curve(tmp_path):
     rid = store.create(ModelConfig(**SMALL), TrainConfig())
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    store.update(rid, status="running", pid=dead.pid)
+    store.update(rid, status="running", pid=dead.pid, owner=f"{dead.pid}:?")
     store.add_point(rid, 100, 0.5, 1.2, 1000.0)
     store.add_point(rid, 200, 0.7, 0.9, 1000.0)
     reopened = RunStore(tmp_path)  # what the app or CLI does at start

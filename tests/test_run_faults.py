@@ -1,0 +1,186 @@
+"""Runs never hang or kill the manager: tiny data, crashed or stuck workers, store faults, reused pids, cancel."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import digits_npz
+from mscompare import jobs
+from mscompare.config import TrainConfig
+from mscompare.jobs import RunManager, execute
+from mscompare.models import ModelConfig
+from mscompare.runs import RunStore, StoreError, owner_id
+from mscompare.train import TrainingError, check_trainable
+
+SMALL = ModelConfig(model="mobilenet", width=8, units=2, num_classes=4)
+
+
+def tcfg(root, **kw):
+    return TrainConfig(**{"dataset": "tinydigits", "data_root": str(root), "iters": 20, "batch_size": 32,
+                          "eval_every": 10, "device": "cpu", **kw})
+
+
+def wait_for(pred, timeout=60):
+    end = time.time() + timeout
+    while not pred():
+        assert time.time() < end, "timed out"
+        time.sleep(0.05)
+
+
+def test_fewer_images_than_the_batch_fails_at_once_with_the_counts(tmp_path):
+    from mscompare.data import load_dataset
+
+    digits_npz(tmp_path, n_train=20, n_test=10)
+    tr, te = load_dataset("tinydigits", tmp_path)
+    with pytest.raises(TrainingError, match=r"has 20 images, fewer than the batch size 128.*at most 20"):
+        check_trainable(TrainConfig(), tr, te)
+    store = RunStore(tmp_path / "runs")
+    t = time.time()
+    row = execute(store, store.create(SMALL, tcfg(tmp_path, batch_size=128)))
+    assert row["status"] == "failed" and "batch size 128" in row["message"] and time.time() - t < 30
+
+
+@pytest.mark.parametrize("bad, words", [(dict(iters=0), "iterations"), (dict(batch_size=0), "batch size"),
+                                        (dict(lr=float("nan")), "learning rate"), (dict(lr=-1), "learning rate"),
+                                        (dict(threads=-2), "threads"), (dict(device="tpu"), "device")])
+def test_train_config_rejects_bad_values(bad, words):
+    with pytest.raises(ValueError, match=words):
+        TrainConfig(**bad)
+
+
+def test_nan_loss_names_zero_variance_data(tmp_path):
+    import numpy as np
+
+    d = tmp_path / "flat"
+    d.mkdir()
+    for split in ("train", "test"):
+        np.savez(d / f"{split}.npz", x=np.full((64, 28, 28, 1), 7, np.uint8), y=np.arange(64) % 4)
+    digits_npz(tmp_path)
+    store = RunStore(tmp_path / "runs")
+    row = execute(store, store.create(SMALL, tcfg(tmp_path, dataset="flat")))
+    assert row["status"] == "failed"
+    assert "zero variance" in row["message"]
+    nan = execute(store, store.create(SMALL, tcfg(tmp_path, lr=1e9, optimizer="sgd", iters=50)))
+    assert nan["status"] == "failed" and "loss became" in nan["message"]
+    assert "learning rate" in nan["message"] and "zero variance" in nan["message"]
+
+
+def test_manager_runs_side_by_side_and_a_crash_or_a_failure_spares_the_others(tmp_path, monkeypatch):
+    digits_npz(tmp_path)
+    store = RunStore(tmp_path / "runs")
+    mgr = RunManager(store, concurrency=2)
+    long = mgr.submit(SMALL, tcfg(tmp_path, iters=100000))
+    doomed = mgr.submit(SMALL, tcfg(tmp_path, iters=100000))
+    wait_for(lambda: mgr.snapshot(long).get("iter", 0) >= 10 and mgr.snapshot(doomed).get("iter", 0) >= 10)
+    assert {mgr.snapshot(r)["status"] for r in (long, doomed)} == {"running"}  # two at once
+    os.kill(mgr._procs[doomed].pid, signal.SIGKILL)  # the worker dies (out-of-memory killer, segfault...)
+    wait_for(lambda: mgr.snapshot(doomed)["status"] == "failed")
+    assert "worker process died" in store.get(doomed)["message"]
+    bad = mgr.submit(SMALL, tcfg(tmp_path, dataset="nope"))  # a failing run while `long` keeps going
+    ok = mgr.submit(SMALL, tcfg(tmp_path))
+    wait_for(lambda: mgr.snapshot(ok).get("status") == "done", 120)
+    assert store.get(bad)["status"] == "failed" and "nope" in store.get(bad)["message"]
+    assert mgr.snapshot(long)["status"] == "running"
+    mgr.cancel(long)
+    assert mgr.wait(timeout=60)
+    assert store.get(long)["status"] == "cancelled"
+    assert [p["iter"] for p in store.curve(ok)] == [10, 20]
+    env = json.loads(store.get(ok)["env"])
+    assert env["thread_policy"]["threads"] >= 1 and env["thread_policy"]["source"] == "auto"
+
+
+def test_cancel_works_on_queued_and_stuck_runs(tmp_path, monkeypatch):
+    digits_npz(tmp_path)
+    monkeypatch.setattr(jobs, "KILL_AFTER", 1.0)
+    store = RunStore(tmp_path / "runs")
+    mgr = RunManager(store, concurrency=1)
+    stuck = mgr.submit(SMALL, tcfg(tmp_path, iters=100000))
+    queued = mgr.submit(SMALL, tcfg(tmp_path))
+    wait_for(lambda: mgr.snapshot(stuck).get("iter", 0) >= 10)
+    mgr.cancel(queued)
+    assert store.get(queued)["status"] == "cancelled"
+    os.kill(mgr._procs[stuck].pid, signal.SIGSTOP)  # a worker that no longer answers (hung I/O, a deadlock)
+    mgr.cancel(stuck)  # SIGTERM stays pending; the worker is killed after KILL_AFTER
+    assert mgr.wait(timeout=30)
+    assert store.get(stuck)["status"] == "cancelled"
+    orphan = store.create(SMALL, tcfg(tmp_path))  # 'queued' in the store, but no worker of ours has it
+    mgr.cancel(orphan)
+    assert store.get(orphan)["status"] == "cancelled"
+
+
+def test_a_store_write_failure_fails_the_run_with_a_message(tmp_path, monkeypatch):
+    digits_npz(tmp_path)
+    store = RunStore(tmp_path / "runs")
+    rid = store.create(SMALL, tcfg(tmp_path))
+    real = store.add_point
+
+    def full(*a):
+        raise StoreError(f"can't write the run store {store.path}: database or disk is full")
+
+    monkeypatch.setattr(store, "add_point", full)
+    row = execute(store, rid)
+    assert row["status"] == "failed" and "disk is full" in row["message"]
+    monkeypatch.setattr(store, "add_point", real)
+    assert execute(store, store.create(SMALL, tcfg(tmp_path)))["status"] == "done"
+
+
+def test_an_unwritable_runs_folder_is_one_line_in_the_cli(tmp_path):
+    digits_npz(tmp_path)
+    (tmp_path / "afile").write_text("a file where the runs folder should go")
+    p = subprocess.run([sys.executable, "-m", "mscompare", "train", "--model", "alexnet", "--dataset",
+                        "tinydigits", "--data-root", str(tmp_path), "--iters", "5",
+                        "--runs-dir", str(tmp_path / "afile" / "runs")], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert "can't create the runs folder" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_sqlite_write_errors_become_store_errors(tmp_path, monkeypatch):
+    store = RunStore(tmp_path)
+
+    def readonly(self):
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        db.row_factory = sqlite3.Row
+        return db
+
+    monkeypatch.setattr(RunStore, "_connect", readonly)
+    with pytest.raises(StoreError, match="can't write the run store .*read-only"):
+        store.create(SMALL, TrainConfig())
+
+
+def test_a_corrupt_run_store_says_what_it_is_and_how_to_move_it(tmp_path):
+    (tmp_path / "runs.sqlite").write_text("this is not a database, it is a note " * 100)
+    with pytest.raises(StoreError, match=r"not a readable SQLite run store.*Move it aside \(mv "):
+        RunStore(tmp_path)
+    p = subprocess.run([sys.executable, "-m", "mscompare", "runs", "--runs-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "Traceback" not in p.stderr and "Move it aside" in p.stderr
+
+
+def test_a_reused_pid_does_not_keep_a_dead_run_running(tmp_path):
+    store = RunStore(tmp_path)
+    rid = store.create(SMALL, TrainConfig())
+    pid = os.getpid()  # alive, but not the process that started the run: its start time differs
+    store.update(rid, status="running", pid=pid, owner=f"{pid}:1")
+    mine = store.create(SMALL, TrainConfig())
+    store.update(mine, status="running", owner=owner_id())
+    assert RunStore(tmp_path).recover() == 0  # the constructor already recovered it
+    assert store.get(rid)["status"] == "interrupted" and store.get(mine)["status"] == "running"
+
+
+def test_cli_argument_errors_are_one_line(tmp_path):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "mscompare", *args], capture_output=True, text=True,
+                              timeout=120)
+
+    for args, words in ((["info", "--width", "100000"], "width must be"),
+                        (["runs", "export", "--csv", str(tmp_path / "no" / "x.csv"), "--runs-dir", str(tmp_path)],
+                         "does not exist"),
+                        (["train", "--model", "alexnet", "--dataset", "mnist", "--lr", "nan"], "learning rate")):
+        p = cli(*args)
+        assert p.returncode == 2 and "Traceback" not in p.stderr and words in p.stderr, (args, p.stderr)
+        assert len(p.stderr.strip().splitlines()) == 1
