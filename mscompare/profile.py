@@ -1,4 +1,4 @@
-"""Parameter and MAC counts with fvcore: per model, per layer, and the five-model comparison table."""
+"""Parameter and MAC counts with fvcore: per model, per layer, and the all-models comparison table."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -12,13 +12,31 @@ with warnings.catch_warnings():  # fvcore's import scripts a helper with the dep
     warnings.simplefilter("ignore", FutureWarning)
     from fvcore.nn import FlopCountAnalysis, parameter_count
 
-from mscompare.config import ModelConfig, config_for
-from mscompare.models import MODELS, build_model, count_params, unit_params
+from mscompare.config import config_for
+from mscompare.models import ModelConfig, build_model, count_params, list_units, unit_params
+
+MAC_OPS = ("conv", "linear", "addmm", "matmul")  # what "MACs" means here: multiply-adds of conv and FC layers
+COUNTED = {"aten::_convolution", "aten::conv2d", "aten::linear", "aten::addmm", "aten::matmul", "aten::batch_norm"}
+NO_COMPUTE = {"aten::flatten", "aten::size", "aten::view", "aten::reshape", "aten::Int", "aten::t", "aten::contiguous"}
+
+
+def skipped_ops(model: torch.nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """Every op in the traced graph that fvcore does not count, with how often it runs: the ones it warns
+    about (add, max_pool2d) and the ones it ignores silently (relu, cat)."""
+    from collections import Counter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = torch.jit.trace(model, x, check_trace=False).inlined_graph
+    kinds = Counter(n.kind() for n in graph.nodes() if n.kind().startswith("aten::"))
+    return {k: v for k, v in sorted(kinds.items()) if k not in COUNTED | NO_COMPUTE}
 
 
 @dataclass
 class Profile:
-    """fvcore's result for one model. `macs` is fvcore's "flops": one fused multiply-add counts once."""
+    """fvcore's result for one model. `macs`: conv + linear multiply-adds per image (one fused multiply-add
+    counts once), `other_macs`: what fvcore counts for other ops (BatchNorm), `uncounted_ops`: the ops fvcore
+    skips (relu, cat, add, max_pool...) with how often each runs."""
 
     config: ModelConfig
     params: int
@@ -26,6 +44,7 @@ class Profile:
     macs: int
     layers: pd.DataFrame
     uncounted_ops: dict[str, int] = field(default_factory=dict)
+    other_macs: dict[str, int] = field(default_factory=dict)
 
 
 def profile_model(cfg: ModelConfig) -> Profile:
@@ -42,17 +61,21 @@ def profile_model(cfg: ModelConfig) -> Profile:
             rows.append({"layer": name, "type": type(mod).__name__, "params": params.get(name, 0),
                          "macs": by_module.get(name, 0)})
     layers = pd.DataFrame(rows, columns=["layer", "type", "params", "macs"])
-    return Profile(cfg, count_params(model), unit_params(cfg), int(fca.total()), layers,
-                   dict(fca.unsupported_ops()))
+    by_op = fca.by_operator()
+    macs = sum(int(by_op.get(op, 0)) for op in MAC_OPS)
+    other = {op: int(n) for op, n in by_op.items() if op not in MAC_OPS and n}
+    return Profile(cfg, count_params(model), unit_params(cfg), macs, layers, skipped_ops(model, x), other)
 
 
 def compare(dataset: str = "mnist", units: int | None = None, width: int = 32) -> pd.DataFrame:
-    """One row per registered model: params, unit params, MACs per image, and ratios to mobilenet."""
+    """One row per registered model: params, unit params, MACs per image, and ratios to mobilenet.
+    `units` None gives each model the paper's count for the dataset (GoogLeNet: 2 on CIFAR-10)."""
     rows = []
-    for name in MODELS:
+    for name in list_units():
         p = profile_model(config_for(name, dataset, units=units, width=width))
         rows.append({"model": name, "units": p.config.units, "params": p.params, "unit_params": p.unit_params,
-                     "macs": p.macs, "uncounted_ops": ", ".join(sorted(p.uncounted_ops))})
+                     "macs": p.macs, "bn_macs": sum(p.other_macs.values()),
+                     "uncounted_ops": ", ".join(sorted(p.uncounted_ops))})
     df = pd.DataFrame(rows)
     base = df.set_index("model").loc["mobilenet"]
     df["unit_ratio"] = (df["unit_params"] / base["unit_params"]).round(2)

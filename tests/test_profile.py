@@ -25,16 +25,21 @@ def test_fvcore_conv_linear_macs_match_flopcountermode(model):
     with FlopCounterMode(display=False) as fcm:
         net(x)
     assert fv == fcm.get_total_flops() // 2
-    assert fv > 0
+    assert fv > 0 and profile_model(cfg).macs == fv  # the reported MACs are conv + linear only
 
 
 def test_profile_lists_uncounted_ops_without_warning(caplog):
     with caplog.at_level(logging.WARNING):
         p = profile_model(config_for("ms_add", "mnist"))
-    assert "aten::add" in p.uncounted_ops and "aten::max_pool2d" in p.uncounted_ops
+        q = profile_model(config_for("ms_concat", "mnist"))
+    assert {"aten::add", "aten::max_pool2d"} <= set(p.uncounted_ops)
+    assert {"aten::relu", "aten::relu_"} & set(p.uncounted_ops) and "aten::cat" in q.uncounted_ops
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert p.layers["params"].sum() == p.params
-    assert p.layers["macs"].sum() == p.macs
+    conv_fc = p.layers[p.layers["type"].isin(["Conv2d", "Linear"])]["macs"].sum()
+    bn = p.layers[p.layers["type"] == "BatchNorm2d"]["macs"].sum()
+    assert conv_fc == p.macs and bn == p.other_macs["batch_norm"] > 0
+    assert p.layers["macs"].sum() == p.macs + bn
     assert {"layer", "type", "params", "macs"} <= set(p.layers.columns)
 
 
