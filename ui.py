@@ -4,8 +4,9 @@ from __future__ import annotations
 import pandas as pd
 import plotly.express as px
 import streamlit as st
+from plotly.subplots import make_subplots
 
-from mscompare.profile import compare
+from mscompare.profile import compare, profile_model
 from mscompare.service import Service
 
 
@@ -26,13 +27,32 @@ def service() -> Service:
     return Service()
 
 
-@st.cache_data(show_spinner=False)
-def compare_table(dataset: str, units: int, width: int) -> pd.DataFrame:
+@st.cache_data(show_spinner=False, max_entries=256)
+def compare_table(dataset: str, units: int | None, width: int) -> pd.DataFrame:
     return compare(dataset, units, width)
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def layer_profile(cfg_dict: dict):
+    from mscompare.models import ModelConfig
+
+    p = profile_model(ModelConfig.from_dict(cfg_dict))
+    return p.layers, p.unit_params
+
+
 def accuracy_chart(curves: pd.DataFrame, title: str):
-    fig = px.line(curves, x="iter", y="test_acc", color="label", markers=len(curves) < 60, title=title,
-                  labels={"iter": "iteration", "test_acc": "test accuracy", "label": "run"})
-    fig.update_layout(legend=dict(orientation="h", y=-0.25), height=460, yaxis_tickformat=".0%")
+    """Test accuracy (0-100%) and training loss against iteration, side by side, one colour per run."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("test accuracy", "training loss"), horizontal_spacing=0.08)
+    colours = px.colors.qualitative.Plotly
+    for i, (label, d) in enumerate(curves.groupby("label", sort=False)):
+        c = colours[i % len(colours)]
+        mode = "lines+markers" if len(d) < 60 else "lines"
+        fig.add_scatter(x=d["iter"], y=d["test_acc"], name=label, legendgroup=label, mode=mode,
+                        line_color=c, row=1, col=1)
+        fig.add_scatter(x=d["iter"], y=d["loss"], name=label, legendgroup=label, mode=mode, line_color=c,
+                        showlegend=False, row=1, col=2)
+    fig.update_yaxes(range=[0, 1.001], tickformat=".0%", row=1, col=1)
+    fig.update_yaxes(rangemode="tozero", row=1, col=2)
+    fig.update_xaxes(title_text="iteration")
+    fig.update_layout(title=title, legend=dict(orientation="h", y=-0.25), height=460)
     return fig

@@ -1,41 +1,73 @@
-"""What the app needs from the library in one object: the run store, the background manager, and tables."""
+"""What the app needs from the library in one object: the run store, the run manager, datasets and tables."""
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from pathlib import Path
 
 import pandas as pd
 
-from mscompare.config import DATASETS, config_for
-from mscompare.runs import ACTIVE, RunManager, RunStore
-from mscompare.train import preset, resolve_device
+from mscompare.config import DATASETS, config_for, preset
+from mscompare.jobs import RunManager
+from mscompare.runs import ACTIVE, RunStore
 
 REPO = Path(__file__).resolve().parent.parent
+RESULT_COLUMNS = ["run_id", "model", "dataset", "preset", "iters", "seed", "units", "width", "status", "params",
+                  "macs", "test_acc_%", "seconds", "images_per_s", "created"]
 
 
-def default_data_root() -> str:
-    """$MSCOMPARE_DATA_ROOT, else ./data; on a machine with the offline copies, ../shared/datasets."""
-    if os.environ.get("MSCOMPARE_DATA_ROOT"):
-        return os.environ["MSCOMPARE_DATA_ROOT"]
-    shared = REPO.parent / "shared" / "datasets"
-    return str(shared) if shared.is_dir() and not (REPO / "data").is_dir() else str(REPO / "data")
+def data_roots() -> list[Path]:
+    """The configured data roots: $MSCOMPARE_DATA_ROOT (several separated by ':'), else ./data."""
+    spec = os.environ.get("MSCOMPARE_DATA_ROOT") or str(REPO / "data")
+    return [Path(p).expanduser() for p in spec.split(os.pathsep) if p]
+
+
+def find_datasets(roots: list[Path] | None = None) -> dict[str, str]:
+    """Datasets present under the data roots: name -> root. A dataset is a folder holding train.npz,
+    a train/ image folder, or a built-in's official files (raw/ or tiny-imagenet-200/)."""
+    found: dict[str, str] = {}
+    for root in roots if roots is not None else data_roots():
+        if not root.is_dir():
+            continue
+        for d in sorted(root.iterdir()):
+            if d.name.startswith(".") or not d.is_dir() or d.name in found:
+                continue
+            if any((d / f).exists() for f in ("train.npz", "train", "raw", "tiny-imagenet-200")):
+                found[d.name] = str(root)
+    return found
+
+
+def no_data_help() -> str:
+    roots = ", ".join(str(r) for r in data_roots())
+    return (f"No datasets found under {roots}. Put a dataset folder there (train.npz + test.npz, or "
+            f"train/<class>/ and test/<class>/ images), or set MSCOMPARE_DATA_ROOT before starting the app.")
 
 
 class Service:
     """One per app process: trainings outlive browser tabs because they live here, not in a session."""
 
-    def __init__(self, runs_dir: str | Path | None = None, concurrency: int = 1):
+    def __init__(self, runs_dir: str | Path | None = None, concurrency: int = 0):
         runs_dir = runs_dir or os.environ.get("MSCOMPARE_RUNS_DIR", str(REPO / "runs"))
         self.store = RunStore(runs_dir)
         self.manager = RunManager(self.store, concurrency=concurrency)
 
+    @property
+    def concurrency(self) -> int:
+        return self.manager.concurrency
+
     def start(self, models: list[str], dataset: str, preset_name: str, data_root: str, device: str = "auto",
-              iters: int | None = None, units: int | None = None, width: int = 32, seed: int = 0) -> list[str]:
-        """Queue one run per model; raises ValueError/TrainingError on bad settings before queuing any."""
+              iters: int | None = None, units: int | None = None, width: int = 32, seed: int = 0,
+              precision: str = "fp32") -> tuple[str, list[str]]:
+        """Queue one run per model as one batch; returns (batch id, run ids). Bad settings raise ValueError
+        or TrainingError before anything is queued."""
+        from mscompare.train import resolve_device
+
         if not models:
             raise ValueError("choose at least one model")
         resolve_device(device)
-        tcfg = preset(preset_name, dataset, iters=iters, device=device, seed=seed, data_root=data_root)
+        tcfg = preset(preset_name, dataset, iters=iters, device=device, seed=seed, data_root=data_root,
+                      precision=precision)
         shape = {}
         if dataset not in DATASETS:
             from mscompare.data import load_split
@@ -43,39 +75,51 @@ class Service:
             d = load_split(dataset, data_root, train=False)
             shape = {"in_channels": d.shape[0], "input_size": d.shape[1], "num_classes": len(d.classes)}
         cfgs = [config_for(m, dataset, units=units, width=width, **shape) for m in models]
-        return [self.manager.submit(c, tcfg, tag="app") for c in cfgs]
+        batch = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+        return batch, [self.manager.submit(c, tcfg, tag="app", batch=batch) for c in cfgs]
 
     def cancel(self, rid: str) -> None:
         self.manager.cancel(rid)
 
+    def batches(self) -> list[dict]:
+        return self.store.batches(tag="app")
+
     def runs(self, ids: list[str] | None = None, **where) -> pd.DataFrame:
-        """Stored runs (newest first) with the live iteration/ETA of those running in this process."""
-        rows = self.store.list(**where)
-        if ids is not None:
-            rows = [r for r in rows if r["id"] in set(ids)]
+        """Stored runs (newest first) with the live iteration, loss, images/s and ETA of the running ones."""
+        rows = self.store.list(ids=ids, **where)
         live = self.manager.snapshots()
         for r in rows:
             s = live.get(r["id"], {})
             r["iter"] = s.get("iter", r["iters"] if r["status"] == "done" else 0)
             r["eta_s"] = round(s["eta"]) if r["status"] == "running" and "eta" in s else None
-            if r["status"] in ACTIVE and s:
+            r["live_loss"] = s.get("loss")
+            r["live_images_per_s"] = s.get("images_per_s") if r["status"] in ACTIVE else r["images_per_s"]
+            if r["status"] in ACTIVE and s.get("status") and s["status"] not in ACTIVE:
                 r["status"] = s["status"]
-        cols = ["id", "status", "model", "dataset", "preset", "seed", "iter", "iters", "test_acc", "params",
-                "macs", "seconds", "images_per_s", "eta_s", "message", "created"]
+        cols = ["id", "status", "model", "dataset", "preset", "seed", "units", "width", "iter", "iters", "test_acc",
+                "params", "macs", "seconds", "images_per_s", "live_loss", "live_images_per_s", "eta_s", "message",
+                "created", "batch"]
         df = pd.DataFrame(rows, columns=cols)
         return df.sort_values("created", ascending=False).reset_index(drop=True)
 
     def curves(self, ids: list[str]) -> pd.DataFrame:
-        """Long-form test accuracy curves; `label` names each run as model/dataset/seed."""
+        """Long-form test accuracy and loss curves; `label` names each run as model/dataset/preset/seed/id."""
         df = pd.DataFrame(self.store.curves(ids), columns=["run_id", "iter", "test_acc", "loss"])
-        rows = [r for r in map(self.store.get, dict.fromkeys(ids)) if r]  # only the runs asked for
+        rows = self.store.list(ids=list(dict.fromkeys(ids)))  # only the runs asked for
         names = {r["id"]: f"{r['model']} ({r['dataset']}, {r['preset']}, s{r['seed']}, {r['id'][-6:]})" for r in rows}
         df["label"] = df["run_id"].map(names)
         return df
 
     @staticmethod
     def results(runs: pd.DataFrame) -> pd.DataFrame:
-        """Like the paper's Tables 3-6, from `runs()` rows: model, params, MACs, accuracy (%), time, images/s."""
-        out = runs[["model", "dataset", "status", "params", "macs", "test_acc", "seconds", "images_per_s"]].copy()
-        out["test_acc"] = (out["test_acc"] * 100).round(2)
-        return out.rename(columns={"test_acc": "test_acc_%"})
+        """Like the paper's Tables 3-6, one row per run, integers as integers and times in ISO 8601."""
+        out = runs.rename(columns={"id": "run_id"}).copy()
+        for col in ("test_acc", "seconds", "images_per_s"):
+            out[col] = pd.to_numeric(out[col], errors="coerce")
+        out["test_acc_%"] = (out["test_acc"] * 100).round(2)
+        out["seconds"] = out["seconds"].round(1)
+        out["images_per_s"] = out["images_per_s"].round(0)
+        for col in ("iters", "seed", "units", "width", "params", "macs", "images_per_s"):
+            out[col] = pd.array(pd.to_numeric(out[col], errors="coerce"), dtype="Int64")
+        out["created"] = pd.to_datetime(out["created"], unit="s", utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return out[RESULT_COLUMNS]

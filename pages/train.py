@@ -1,57 +1,93 @@
-"""Train & compare page: choose models and protocol, start background runs, watch live curves, cancel, export."""
+"""Train & compare page: choose models and protocol, start a batch of background runs, watch it live, cancel, export."""
 import streamlit as st
 
-from mscompare import DATASETS, MODELS
-from mscompare.service import default_data_root
-from mscompare.train import PRESETS
+from mscompare.config import PRESETS, paper_units
+from mscompare.models import list_units
+from mscompare.service import data_roots, find_datasets, no_data_help
+from mscompare.train import available_devices
 from ui import accuracy_chart, page_setup, service
 
 page_setup("pages/train.py")
 
 svc = service()
 st.title("Train & compare")
+found = find_datasets()
+if not found:
+    st.info(no_data_help())
+st.sidebar.number_input("Runs side by side", 1, 8, svc.concurrency, key="concurrency",
+                        on_change=lambda: svc.manager.set_concurrency(st.session_state["concurrency"]),
+                        help="Queued runs train this many at a time, each with its share of the CPU cores.")
 with st.form("start"):
-    models = st.multiselect("Models", list(MODELS), default=list(MODELS))
+    models = st.multiselect("Models", list_units(), default=list_units())
     c1, c2, c3, c4 = st.columns(4)
-    dataset = c1.selectbox("Dataset", list(DATASETS))
-    preset_name = c2.selectbox("Preset", PRESETS, index=PRESETS.index("quick"),
-                               help="paper: batch 128, 5,000 iterations (MNIST/CIFAR-10), test every 100")
+    dataset = c1.selectbox("Dataset", list(found), help="Datasets found under " +
+                           ", ".join(str(r) for r in data_roots()))
+    preset_name = c2.selectbox("Preset", list(PRESETS), index=list(PRESETS).index("quick"),
+                               help="paper: batch 128, 5,000 iterations (MNIST/CIFAR-10), test every 100; "
+                                    "quick: 300 iterations; modern: the paper's budget with SGD one-cycle")
     iters = c3.number_input("Iterations (0 = preset's)", 0, 100000, 0, step=100)
-    device = c4.selectbox("Device", ["auto", "cpu", "cuda"])
-    c5, c6, c7 = st.columns([2, 1, 1])
-    data_root = c5.text_input("Data root", default_data_root())
-    units = c6.slider("Units (0 = paper's)", 0, 4, 0)
+    device = c4.selectbox("Device", available_devices())
+    c6, c7 = st.columns(2)
+    units = c6.slider("Units (0 = paper's)", 0, 4, 0, key="train_units",
+                      help="0 uses the paper's count: 2 on MNIST, 3 on CIFAR-10 and SVHN; GoogLeNet 2 on all.")
     width = c7.slider("Width", 8, 128, 32, step=8)
-    if st.form_submit_button("Start training", type="primary"):
+    if dataset:
+        st.caption("Units per model: " + ", ".join(f"{m} {units or paper_units(m, dataset)}" for m in models))
+    if st.form_submit_button("Start training", type="primary", disabled=not found):
         try:
-            ids = svc.start(models, dataset, preset_name, data_root, device, iters or None, units or None, width)
-            st.session_state["batch"] = ids
-            st.success(f"Queued {len(ids)} runs; they train in the background, one at a time.")
+            batch, ids = svc.start(models, dataset, preset_name, found[dataset], device, iters or None,
+                                   units or None, width)
+            st.session_state["batch"] = batch
+            st.query_params["batch"] = batch
+            st.success(f"Queued {len(ids)} runs as batch {batch}; they train in the background, "
+                       f"{svc.concurrency} at a time.")
         except Exception as e:  # noqa: BLE001 - bad settings are shown, not raised
             st.error(f"Could not start: {e}")
 
-@st.fragment(run_every=2)
-def live():
-    recent = svc.runs(tag="app")
-    ids = st.session_state.get("batch") or recent["id"].head(5).tolist()  # a reopened tab shows the latest
-    runs = recent[recent["id"].isin(ids)]
-    if runs.empty:
-        st.info("No runs yet. Choose models and press Start training.")
-        return
+batches = svc.batches()
+if not batches:
+    st.info("No runs yet. Choose models and press Start training.")
+    st.stop()
+ids = [b["batch"] for b in batches]
+current = st.session_state.get("batch") or st.query_params.get("batch")
+current = current if current in ids else ids[0]
+picked = st.selectbox("Batch", ids, index=ids.index(current),
+                      format_func=lambda b: next(f"{b} — {x['runs']} runs on {x['dataset']} ({x['preset']}): "
+                                                 f"{x['models']}" for x in batches if x["batch"] == b))
+if picked != current:
+    st.session_state["batch"] = picked
+    st.query_params["batch"] = picked
+
+
+def live(batch: str, polling: bool):
+    runs = svc.runs(batch=batch)
     active = runs[runs["status"].isin(["queued", "running"])]
-    st.markdown(f"**{len(active)} of {len(runs)} runs active**: "
-                + ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items()))
+    if polling and active.empty:
+        st.rerun()  # the batch just finished: redraw once without the timer, so an idle tab costs nothing
+    st.text(f"{len(active)} of {len(runs)} runs active: "
+            + ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items()))
     for r in runs.itertuples():
-        eta = f", ETA {r.eta_s} s" if r.eta_s == r.eta_s and r.eta_s is not None else ""
-        note = f": {r.message}" if r.status in ("failed", "interrupted") and r.message else ""
+        bits = [f"{r.model}: {r.status}, {r.iter}/{r.iters}"]
+        if r.status == "running":
+            if r.live_loss == r.live_loss and r.live_loss is not None:
+                bits.append(f"loss {r.live_loss:.3f}")
+            if r.live_images_per_s == r.live_images_per_s and r.live_images_per_s is not None:
+                bits.append(f"{r.live_images_per_s:,.0f} img/s")
+            if r.eta_s is not None and r.eta_s == r.eta_s:
+                bits.append(f"ETA {int(r.eta_s)} s")
+        if r.status in ("failed", "interrupted") and r.message:
+            bits.append(str(r.message))
         c1, c2 = st.columns([5, 1])
-        c1.progress(min(r.iter / r.iters, 1.0), text=f"{r.model}: {r.status}, {r.iter}/{r.iters}{eta}{note}")
+        c1.progress(min(r.iter / r.iters, 1.0) if r.iters else 0.0)
+        c1.text(", ".join(bits))
         if r.status in ("queued", "running") and c2.button("Cancel", key=f"cancel-{r.id}"):
             svc.cancel(r.id)
-    st.plotly_chart(accuracy_chart(svc.curves(ids), "Test accuracy vs iteration"), key="live_chart")
-    table = svc.results(runs)  # the rows already fetched for this refresh
+    st.plotly_chart(accuracy_chart(svc.curves(runs["id"].tolist()), f"Batch {batch}"), key="live_chart")
+    table = svc.results(runs)
     st.subheader("Results (like the paper's Tables 3-6)")
     st.dataframe(table, hide_index=True)
-    st.download_button("Download results CSV", table.to_csv(index=False), "results.csv", "text/csv")
+    st.download_button("Download results CSV", table.to_csv(index=False), f"results-{batch}.csv", "text/csv")
 
-live()
+
+polling = bool(svc.runs(batch=picked)["status"].isin(["queued", "running"]).any())
+st.fragment(run_every=2 if polling else None)(live)(picked, polling)
