@@ -28,6 +28,10 @@ class ModelConfig:
     # N/C of the multi-scale units' 1x1 expansion (the paper's "extended feature maps"). 1 keeps N = C,
     # the reading that matches the paper's "only two times MobileNet" parameter claim; see ARCHITECTURE.md.
     expand: int = 1
+    # BatchNorm on the multi-scale units' residual sum, before its ReLU. Without it the sums grow unit by unit
+    # and FC1's ReLUs die on 200-class 64x64 data (ARCHITECTURE.md). Configs stored before it existed load
+    # with False (from_dict), so older checkpoints rebuild exactly.
+    residual_norm: bool = True
 
     def __post_init__(self) -> None:
         get_unit(self.model)  # a clear error naming the registered units
@@ -49,7 +53,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{"residual_norm": False, **{k: v for k, v in d.items() if k in names}})
 
 
 # The unit registry, shaped like torchvision's models/_api.py: name -> builder(cfg) -> nn.Module (C -> C maps).
@@ -116,7 +120,7 @@ class MultiScale(nn.Module):
     branch of m = C/2 maps each, merged by concat (method 1, Eq. 2) or addition (method 2, Eq. 3), plus an
     identity residual."""
 
-    def __init__(self, width: int, merge: str, expand: int = 1):
+    def __init__(self, width: int, merge: str, expand: int = 1, residual_norm: bool = True):
         super().__init__()
         if merge not in ("concat", "add"):
             raise ValueError(f"merge must be 'concat' or 'add', got {merge!r}")
@@ -127,13 +131,14 @@ class MultiScale(nn.Module):
         self.scale2 = nn.Sequential(SepConv(n, m), SepConv(m, m, act=False))
         # Our addition: Eq. 3 yields m maps; a linear 1x1 restores `width` so the residual stays an identity.
         self.restore = ConvBN(m, width, 1, act=False) if merge == "add" else nn.Identity()
+        self.norm = nn.BatchNorm2d(width) if residual_norm else nn.Identity()  # our addition, see ModelConfig
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x):
         e = self.expand(x)
         g1, g2 = self.scale1(e), self.scale2(e)
         g = torch.cat([g1, g2], dim=1) if self.merge == "concat" else g1 + g2  # Eq. 2 / Eq. 3
-        return self.act(x + self.restore(g))
+        return self.act(self.norm(x + self.restore(g)))
 
 
 @register_unit("alexnet")
@@ -157,13 +162,13 @@ def googlenet_unit(cfg: ModelConfig) -> nn.Module:
 @register_unit("ms_concat")
 def ms_concat_unit(cfg: ModelConfig) -> nn.Module:
     """Method 1: branches concatenated (Eq. 2)."""
-    return MultiScale(cfg.width, "concat", cfg.expand)
+    return MultiScale(cfg.width, "concat", cfg.expand, cfg.residual_norm)
 
 
 @register_unit("ms_add")
 def ms_add_unit(cfg: ModelConfig) -> nn.Module:
     """Method 2: branches added (Eq. 3)."""
-    return MultiScale(cfg.width, "add", cfg.expand)
+    return MultiScale(cfg.width, "add", cfg.expand, cfg.residual_norm)
 
 
 MODELS = _UNITS  # the registry itself, read-only by convention: iterate it or call list_units()

@@ -33,9 +33,9 @@ def test_sweep_shapes_and_gradients(model):
 #   googlenet branches of 2 maps, 1x1 paths widened to 12:
 #             1x1: 8*2+4=20; 3x3: 8*12+24 + 9*12*2+4 = 340; 5x5: 8*12+24 + 25*12*2+4 = 724; pool: 8*2+4 = 20 -> 1104
 #   ms_concat expand 8*8+16 = 80; scale1 SepConv(8->4): 72+16+32+8 = 128;
-#             scale2 SepConv(8->4) 128 + SepConv(4->4): 36+8+16+8 = 68                  = 404
-#   ms_add    ms_concat + restore 1x1 4->8 + BN: 32+16                                 = 452
-HAND = {"alexnet": 592, "mobilenet": 168, "googlenet": 1104, "ms_concat": 404, "ms_add": 452}
+#             scale2 SepConv(8->4) 128 + SepConv(4->4): 36+8+16+8 = 68; residual BN 16  = 420
+#   ms_add    ms_concat + restore 1x1 4->8 + BN: 32+16                                 = 468
+HAND = {"alexnet": 592, "mobilenet": 168, "googlenet": 1104, "ms_concat": 420, "ms_add": 468}
 
 
 @pytest.mark.parametrize("model", sorted(HAND))
@@ -74,3 +74,63 @@ def test_config_round_trip_rebuilds_identical_model():
     assert again == cfg
     a, b = build_model(cfg), build_model(again)
     assert [(n, p.shape) for n, p in a.named_parameters()] == [(n, p.shape) for n, p in b.named_parameters()]
+
+
+def test_register_unit_rejects_a_duplicate_name():
+    from mscompare.models import get_unit, list_units, register_unit
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_unit("alexnet")(lambda cfg: None)
+    assert list_units()[:5] == ["alexnet", "mobilenet", "googlenet", "ms_concat", "ms_add"]
+    with pytest.raises(ValueError, match="unknown model 'vgg'"):
+        get_unit("vgg")
+
+
+def _hand_set_multiscale(merge):
+    """A width-4 unit whose convs are identities or known scalings and whose BNs are identity maps, so every
+    branch can be computed by hand: expand = x, scale1 = 2x (first 2 maps), scale2 = 3x (first 2 maps)."""
+    from mscompare.models import MultiScale
+
+    u = MultiScale(4, merge, residual_norm=False).eval()
+    with torch.no_grad():
+        for m in u.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.zero_(), m.running_var.fill_(1 - m.eps), m.weight.fill_(1), m.bias.zero_()
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.zero_()
+                if m.groups > 1:  # depthwise 3x3: the identity kernel
+                    m.weight[:, 0, 1, 1] = 1
+        u.expand[0].weight[:, :, 0, 0] = torch.eye(4)
+        u.scale1[1][0].weight[:, :, 0, 0] = 2 * torch.eye(4)[:2]
+        u.scale2[0][1][0].weight[:, :, 0, 0] = torch.eye(4)[:2]
+        u.scale2[1][1][0].weight[:, :, 0, 0] = 3 * torch.eye(2)
+        if merge == "add":
+            u.restore[0].weight[:, :, 0, 0] = torch.tensor([[1.0, 0], [0, 1], [1, 0], [0, 1]])
+    return u
+
+
+def test_multiscale_forward_computes_eq2_and_eq3_by_hand():
+    x = torch.rand(1, 4, 5, 5)  # non-negative, so the ReLUs inside the branches pass it unchanged
+    # Eq. 2 (concat): [G1, G2] = [2x0, 2x1, 3x0, 3x1]; residual: ReLU(x + that)
+    g = torch.cat([2 * x[:, :2], 3 * x[:, :2]], 1)
+    assert torch.allclose(_hand_set_multiscale("concat")(x), torch.relu(x + g), atol=1e-5)
+    # Eq. 3 (add): G1 + G2 = 5 * x[:, :2], restored to 4 maps by [I; I], then the residual
+    s = 5 * x[:, :2]
+    assert torch.allclose(_hand_set_multiscale("add")(x), torch.relu(x + torch.cat([s, s], 1)), atol=1e-5)
+
+
+def test_old_configs_rebuild_without_the_residual_norm():
+    old = {"model": "ms_add", "units": 2, "width": 16, "in_channels": 1, "input_size": 28, "num_classes": 10,
+           "hidden": 128, "dropout": 0.0}  # a config stored before expand and residual_norm existed
+    cfg = ModelConfig.from_dict(old)
+    assert cfg.residual_norm is False and cfg.expand == 1
+    assert not any(n.endswith("norm.weight") for n, _ in build_model(cfg).named_parameters())
+    assert ModelConfig(model="ms_add").residual_norm is True
+    assert ModelConfig.from_dict(ModelConfig(model="ms_add").to_dict()).residual_norm is True
+
+
+def test_expand_widens_only_the_multiscale_pointwise():
+    # width 8, expand 2: expand 8->16 (+BN 32) = 160; scale1 SepConv(16->4): 144+32+64+8 = 248;
+    # scale2 SepConv(16->4) 248 + SepConv(4->4) 68; residual BN 16  -> 160 + 248 + 316 + 16 = 740
+    assert unit_params(ModelConfig(model="ms_concat", width=8, expand=2)) == 740
+    assert unit_params(ModelConfig(model="alexnet", width=8, expand=2)) == HAND["alexnet"]
