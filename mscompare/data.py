@@ -325,22 +325,27 @@ class Batches:
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
         self.gen = torch.Generator(device="cpu").manual_seed(seed)
+        self.seed, self.device_gen = seed, None  # flips draw on the batch's own device
 
     def prep(self, xb: torch.Tensor) -> torch.Tensor:
         # NHWC uint8 -> permuted view is NCHW with channels_last strides; float() keeps that layout.
         return (xb.permute(0, 3, 1, 2).float() - self.mean) / self.std
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        """Random 4-pixel-padded crop per batch-quarter, and horizontal flips for 3-channel images."""
+        """Random 4-pixel-padded crop per batch-quarter, and horizontal flips for 3-channel images. Slices and
+        torch.where only: no host-device sync, so it can run inside a captured CUDA graph step."""
         n, c, h, w = x.shape
         xp = torch.nn.functional.pad(x, (4, 4, 4, 4))
         out = torch.empty_like(x)
-        for q in torch.arange(n).chunk(4):
-            dy, dx = torch.randint(0, 9, (2,), generator=self.gen).tolist()
-            out[q] = xp[q, :, dy:dy + h, dx:dx + w]
+        bounds = [round(n * k / 4) for k in range(5)]
+        offsets = torch.randint(0, 9, (4, 2), generator=self.gen).tolist()  # host-side values: no sync
+        for (lo, hi), (dy, dx) in zip(zip(bounds, bounds[1:]), offsets):
+            out[lo:hi] = xp[lo:hi, :, dy:dy + h, dx:dx + w]
         if c == 3:
-            flip = (torch.rand(n, generator=self.gen) < 0.5).to(x.device)
-            out[flip] = out[flip].flip(3)
+            if self.device_gen is None:
+                self.device_gen = torch.Generator(device=x.device).manual_seed(self.seed)
+            flip = torch.rand(n, 1, 1, 1, device=x.device, generator=self.device_gen) < 0.5
+            out = torch.where(flip, out.flip(3), out)
         return out
 
     def train_batches(self, batch_size: int):

@@ -105,10 +105,19 @@ def execute(store: RunStore, rid: str, checkpoint_dir: str | Path | None = None,
         raise
     except Exception as e:  # noqa: BLE001 - any failure becomes a visible status
         _finish_quietly(store, rid, "failed", failure_message(e))
+        _free_device_memory()
     try:
         return store.get(rid)
     except StoreError as e:  # the store itself is failing: report the run from what we know
         return {**row, "status": "failed", "message": failure_message(e)}
+
+
+def _free_device_memory() -> None:
+    """Give a failed run's cached GPU memory back, so the next run in this process starts clean."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _finish_quietly(store: RunStore, rid: str, status: str, message: str) -> None:
@@ -229,7 +238,9 @@ class RunManager:
         """Train `rid` in a fresh worker process; returns (status, message) where the worker didn't finish it."""
         row = self.store.get(rid)
         tcfg = json.loads(row["train_config"])
-        pol = policy(self.threads or tcfg.get("threads", 0), self.concurrency)
+        with self._lock:  # runs that will share the cores with this one: each gets its share, a lone run all
+            sharing = sum(v.get("status") in ACTIVE for v in self._live.values())
+        pol = policy(self.threads or tcfg.get("threads", 0), max(1, min(self.concurrency, sharing)))
         job = {"run_id": rid, "model_config": json.loads(row["model_config"]), "train_config": tcfg,
                "checkpoint": str(self.checkpoint_dir / f"{rid}.safetensors"), "policy": pol}
         self.store.update(rid, status="running", started=time.time())

@@ -17,12 +17,13 @@ CREATE TABLE IF NOT EXISTS runs (
   id TEXT PRIMARY KEY, created REAL, started REAL, finished REAL, status TEXT, message TEXT,
   model TEXT, dataset TEXT, preset TEXT, seed INTEGER, iters INTEGER, tag TEXT,
   model_config TEXT, train_config TEXT, env TEXT, pid INTEGER,
-  test_acc REAL, params INTEGER, macs INTEGER, seconds REAL, images_per_s REAL, checkpoint TEXT);
+  test_acc REAL, params INTEGER, macs INTEGER, seconds REAL, images_per_s REAL, checkpoint TEXT,
+  owner TEXT, batch TEXT, width INTEGER, units INTEGER, device TEXT, evaluation TEXT);
 CREATE TABLE IF NOT EXISTS points (
   run_id TEXT, iter INTEGER, test_acc REAL, loss REAL, images_per_s REAL, t REAL,
   PRIMARY KEY (run_id, iter));
 """
-# Columns added since the first schema: an old store gets them on open.
+# Columns added since the first schema: a store made before them gets them on open.
 ADDED = {"owner": "TEXT", "batch": "TEXT", "width": "INTEGER", "units": "INTEGER", "device": "TEXT",
          "evaluation": "TEXT"}
 ACTIVE = ("queued", "running")
@@ -79,7 +80,11 @@ class RunStore:
         have = {r["name"] for r in self._query("PRAGMA table_info(runs)")}
         for col, typ in ADDED.items():
             if col not in have:
-                self._exec(f"ALTER TABLE runs ADD COLUMN {col} {typ}")
+                try:
+                    self._exec(f"ALTER TABLE runs ADD COLUMN {col} {typ}")
+                except StoreError as e:  # another process added it between our look and our write
+                    if "duplicate column" not in str(e):
+                        raise
         self.recover()
 
     def _connect(self) -> sqlite3.Connection:
@@ -92,7 +97,9 @@ class RunStore:
         if any(s in str(e) for s in ("not a database", "malformed", "file is encrypted")):
             return StoreError(f"{self.path} is not a readable SQLite run store ({e}). Move it aside "
                               f"(mv {self.path} {self.path}.bad) and a new, empty store is made on the next start.")
-        return StoreError(f"can't write the run store {self.path}: {e} (is the disk full or the folder read-only?)")
+        hint = (" (is the disk full or the folder read-only?)"
+                if any(s in str(e) for s in ("readonly", "read-only", "full", "unable to open", "I/O")) else "")
+        return StoreError(f"can't write the run store {self.path}: {e}{hint}")
 
     def _write_script(self, sql: str) -> None:
         try:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import digits_npz
+from conftest import ROOT, digits_npz
 from mscompare import jobs
 from mscompare.config import TrainConfig
 from mscompare.jobs import RunManager, execute
@@ -184,3 +184,37 @@ def test_cli_argument_errors_are_one_line(tmp_path):
         p = cli(*args)
         assert p.returncode == 2 and "Traceback" not in p.stderr and words in p.stderr, (args, p.stderr)
         assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_label_fails_its_run_and_the_manager_trains_the_next(tmp_path):
+    import numpy as np
+
+    digits_npz(tmp_path)
+    bad = tmp_path / "badlabels"
+    bad.mkdir()
+    x = np.random.default_rng(0).integers(0, 255, (64, 28, 28, 1), dtype=np.uint8)
+    np.savez(bad / "train.npz", x=x, y=np.r_[np.arange(63) % 4, 99])  # labels are checked before any device
+    np.savez(bad / "test.npz", x=x[:8], y=np.arange(8) % 4)
+    (bad / "classes.txt").write_text("a\nb\nc\nd\n")
+    store = RunStore(tmp_path / "runs")
+    mgr = RunManager(store, concurrency=1)
+    r_bad, r_ok = mgr.submit(SMALL, tcfg(tmp_path, dataset="badlabels")), mgr.submit(SMALL, tcfg(tmp_path))
+    assert mgr.wait(timeout=120)
+    assert store.get(r_bad)["status"] == "failed" and "99" in store.get(r_bad)["message"]
+    assert store.get(r_ok)["status"] == "done"
+
+
+def test_an_old_store_gains_the_new_columns_and_many_processes_can_open_it_at_once(tmp_path):
+    old = sqlite3.connect(tmp_path / "runs.sqlite")
+    old.executescript("CREATE TABLE runs (id TEXT PRIMARY KEY, created REAL, started REAL, finished REAL, status TEXT,"
+                      " message TEXT, model TEXT, dataset TEXT, preset TEXT, seed INTEGER, iters INTEGER, tag TEXT,"
+                      " model_config TEXT, train_config TEXT, env TEXT, pid INTEGER, test_acc REAL, params INTEGER,"
+                      " macs INTEGER, seconds REAL, images_per_s REAL, checkpoint TEXT);"
+                      "INSERT INTO runs (id, status, model) VALUES ('old-run', 'done', 'alexnet');")
+    old.commit()
+    old.close()
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from mscompare.runs import RunStore; RunStore({str(tmp_path)!r})"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    assert [p.wait(timeout=60) for p in procs] == [0] * 4, [p.stderr.read() for p in procs]
+    row = RunStore(tmp_path).get("old-run")
+    assert row["status"] == "done" and "owner" in row and "batch" in row
