@@ -1,6 +1,9 @@
 """Streamlit-side helpers shared by the pages: the one cached Service per app process, and chart builders."""
 from __future__ import annotations
 
+import re
+import string
+
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -10,6 +13,7 @@ from mscompare.profile import compare, profile_model
 from mscompare.service import Service
 
 
+_MD_SPECIAL = re.compile("([" + re.escape(string.punctuation) + "])")
 NAVIGATION = {"ready": False}  # set by app.py once its st.navigation has run in this server process
 
 
@@ -19,6 +23,11 @@ def page_setup(page: str) -> None:
     if not NAVIGATION["ready"]:
         st.session_state["goto"] = page
         st.switch_page("app.py")
+
+
+def plain(text: str) -> str:
+    """User-given text (file names, paths, messages) for a Markdown element: every punctuation mark escaped."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
 @st.cache_resource

@@ -64,9 +64,19 @@ def cmd_train(a) -> int:
 
     tcfg = preset(a.preset, a.dataset, iters=a.iters, batch_size=a.batch_size, eval_every=a.eval_every,
                   device=a.device, seed=a.seed, data_root=a.data_root, lr=a.lr, optimizer=a.optimizer,
-                  threads=a.threads, precision=a.precision)
+                  threads=a.threads, precision=a.precision, image_size=a.image_size, skip_bad=a.skip_bad)
     store = RunStore(a.runs_dir)  # a bad runs folder fails before the data is decoded
-    data = load_dataset(a.dataset, a.data_root)
+    import warnings
+
+    from mscompare.data import DatasetWarning
+
+    with warnings.catch_warnings():  # the skipped files get the one line below instead
+        warnings.simplefilter("ignore", DatasetWarning)
+        data = load_dataset(a.dataset, a.data_root, skip_bad=a.skip_bad, size=a.image_size)
+    for split in data:
+        if split.skipped:
+            print(f"skipped {len(split.skipped)} bad file(s) in {split.source}, e.g. {split.skipped[0]}",
+                  file=sys.stderr)
     c, h, _ = data[0].shape
     shape = {} if a.dataset in DATASETS else {"in_channels": c, "input_size": h, "num_classes": len(data[0].classes)}
     mcfg = config_for(a.model, a.dataset, units=a.units, width=a.width, expand=a.expand, **shape)
@@ -186,6 +196,8 @@ def build_parser() -> ArgParser:
     t.add_argument("--width", type=_positive, default=32)
     t.add_argument("--expand", type=_positive, default=1, help="N/C of the multi-scale units' 1x1 expansion")
     t.add_argument("--precision", choices=["fp32", "bf16", "auto"])
+    t.add_argument("--image-size", type=_positive, help="image folders: resize every image to S x S on load")
+    t.add_argument("--skip-bad", action="store_true", help="image folders: skip corrupt or non-image files")
     for name in ("--iters", "--batch-size", "--eval-every"):
         t.add_argument(name, type=_positive)
     t.add_argument("--lr", type=float, help="learning rate (finite, > 0)")

@@ -77,6 +77,8 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | auto (bf16 only where a probe measures it faster)
     seed: int = 0
     threads: int = 0  # intra-op threads; 0 = the thread policy's choice (mscompare.threads)
+    image_size: int = 0  # image folders only: resize every image to this square size on load (0 = as stored)
+    skip_bad: bool = False  # image folders only: skip corrupt or non-image files and count them
 
     def __post_init__(self) -> None:
         checks = [
@@ -94,6 +96,7 @@ class TrainConfig:
             (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}"),
             (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
             (self.threads >= 0, f"threads must be >= 1 (or 0 for the automatic policy), got {self.threads}"),
+            (0 <= self.image_size <= 512, f"image size must be 0 (as stored) to 512, got {self.image_size}"),
         ]
         for ok, msg in checks:
             if not ok:

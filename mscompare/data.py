@@ -35,7 +35,8 @@ import torch
 BUILTIN = ("mnist", "cifar10", "svhn", "tiny-imagenet")
 CACHE_VERSION = 2  # bump when decoding changes, so old caches of decoded sources are rebuilt
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-ROOT_HINT = "pass --data-root DIR (or set $MSCOMPARE_DATA_ROOT) to the folder that holds one folder per dataset"
+ROOT_HINT = ("point the data root (the CLI's --data-root, the app's $MSCOMPARE_DATA_ROOT) at the folder that holds "
+             "one folder per dataset; create it first")
 
 
 class DatasetError(RuntimeError):
@@ -290,7 +291,8 @@ def _check(data: ArrayData, name: str, split: str, size: int | None) -> None:
                            f"images decoded from files, so resize this npz yourself or leave size unset")
     if h != w:
         raise DatasetError(f"{data.source}: images are {h}x{w} (height x width) but the models need square images; "
-                           f"for image folders pass size=S to resize on load, for an npz crop or resize x")
+                           f"for image folders set the image size option (--image-size S, size=S) to resize on load, "
+                           f"for an npz crop or resize x")
     if data.skipped:
         warnings.warn(f"{name} {split}: skipped {len(data.skipped)} bad file(s) (skip_bad=True), e.g. "
                       f"{data.skipped[0]}; see .skipped", DatasetWarning, stacklevel=3)
@@ -311,7 +313,8 @@ def load_dataset(name: str, root: str | Path = "data", download: bool = True, *,
                        for s in (train, test)]
     if train.shape != test.shape:
         raise DatasetError(f"{name}: train images are {train.shape} (C, H, W) but test images are {test.shape}; "
-                           f"resize one split to match, or pass size=S to resize image folders on load")
+                           f"resize one split to match, or set the image size option (--image-size S, size=S) to resize "
+                           f"image folders on load")
     return train, test
 
 

@@ -40,14 +40,17 @@ def run_trial(mcfg: ModelConfig, tcfg: TrainConfig, checkpoint: str | None, emit
     from mscompare.data import load_dataset
     from mscompare.train import train
 
-    train_data, test_data = data or load_dataset(tcfg.dataset, tcfg.data_root)
+    train_data, test_data = data or load_dataset(tcfg.dataset, tcfg.data_root, skip_bad=tcfg.skip_bad,
+                                                 size=tcfg.image_size or None)
     res = train(mcfg, tcfg, train_data, test_data, emit, should_stop)
     if checkpoint:
         meta = {"classes": train_data.classes, "norm": res["norm"], "dataset": tcfg.dataset, "iters": tcfg.iters,
                 "test_acc": res["test_acc"], "run_id": run_id, "preset": tcfg.preset, "seed": tcfg.seed}
         save_checkpoint(checkpoint, res["model"], mcfg, meta)
+    skipped = len(train_data.skipped) + len(test_data.skipped)
     return {"test_acc": res["test_acc"], "seconds": res["seconds"], "images_per_s": res["images_per_s"],
-            "env": res["env"], "checkpoint": checkpoint}
+            "env": {**res["env"], "skipped_files": skipped}, "checkpoint": checkpoint,
+            "message": f"skipped {skipped} bad file(s)" if skipped else ""}
 
 
 def failure_message(e: BaseException) -> str:
@@ -70,7 +73,7 @@ def apply_event(store: RunStore, rid: str, ev: dict) -> None:
 
 
 def finish(store: RunStore, rid: str, status: str, result: dict | None = None, message: str = "") -> None:
-    fields = {"status": status, "finished": time.time(), "message": message}
+    fields = {"status": status, "finished": time.time(), "message": message or (result or {}).get("message", "")}
     if result:
         fields.update({k: result[k] for k in ("test_acc", "seconds", "images_per_s", "env", "checkpoint")})
     store.update(rid, **fields)

@@ -17,7 +17,8 @@ IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 JUNK = {"__MACOSX", "Thumbs.db", "desktop.ini"}  # ignored like dotfiles: OS and archive leftovers
 GRAY = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N"}
 TINY_DIR = "tiny-imagenet-200"
-SKIP_HINT = "remove or replace it, or pass skip_bad=True to skip bad files (they are listed in .skipped)"
+SKIP_HINT = ("remove or replace it, or set the skip-bad-files option (--skip-bad, skip_bad=True) to skip bad files "
+             "and count them")
 
 
 class BadFile(Exception):
@@ -100,7 +101,7 @@ def collect(items: list[tuple[Path, int]], classes: list[str], where: Path, size
         found = "; ".join(f"{hh}x{ww} (height x width): {len(fs)} files, e.g. {fs[0].relative_to(where)}"
                           for (hh, ww), fs in sorted(sizes.items(), key=lambda kv: -len(kv[1])))
         raise DatasetError(f"images under {where} must all have one square size, but found {found}. Resize the files "
-                           f"to one size, or pass size=S (load_dataset(..., size=S)) to resize every image to SxS "
+                           f"to one size, or set the image size option (--image-size S, size=S) to resize every image to SxS "
                            f"on load (bilinear, aspect ratio not kept). Channels never need fixing: grey and colour "
                            f"images are converted to RGB when any is colour.")
     c = 3 if any(a.ndim == 3 for a in images) else 1

@@ -1,6 +1,4 @@
 """Predict page: the user picks Upload or Sample; every shipped model's top-3, its input and latency."""
-import re
-import string
 from pathlib import Path
 
 import streamlit as st
@@ -8,23 +6,17 @@ import streamlit as st
 from mscompare.checkpoints import SHIPPED
 from mscompare.predict import (ACCEPTED, MAX_MB, ImageError, PredictionError, display_copy, load_set, open_image,
                                predict, upload_types)
-from ui import page_setup
+from ui import page_setup, plain
 
 page_setup("pages/predict.py")
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-_MD_SPECIAL = re.compile("([" + re.escape(string.punctuation) + "])")
 
 
 @st.cache_resource(show_spinner="Loading and verifying the checkpoints...")
 def models(name: str, manifest_stamp: int):
     """Verified (sha256) once per set and manifest version; a re-shipped set is loaded again."""
     return load_set(name)
-
-
-def plain(text: str) -> str:
-    """User-given text (file names, messages) for a Markdown element: every punctuation mark escaped."""
-    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
 def manifest_stamp() -> int:

@@ -10,7 +10,7 @@ svc = service()
 st.title("Runs")
 df = svc.runs()
 if df.empty:
-    st.info("No runs stored yet. Train on the Train & compare page or with `python -m mscompare train`.")
+    st.info("No runs stored yet. Train on the Train & compare page or with python -m mscompare train.")
     st.stop()
 c1, c2, c3, c4 = st.columns(4)
 ds = c1.multiselect("Dataset", sorted(df["dataset"].unique()))
@@ -20,7 +20,8 @@ presets = c4.multiselect("Preset", sorted(df["preset"].dropna().unique()))
 for col, chosen in (("dataset", ds), ("model", ms), ("status", status), ("preset", presets)):
     if chosen:
         df = df[df[col].isin(chosen)]
-st.dataframe(df, hide_index=True)
+st.dataframe(df, hide_index=True, column_config={
+    c: st.column_config.NumberColumn(format="%d") for c in ("params", "macs", "iters", "iter", "seed", "units", "width")})
 st.download_button("Export these runs as CSV", df.to_csv(index=False), "runs.csv", "text/csv")
 done = df[df["status"] == "done"]
 if not done.empty:

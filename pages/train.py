@@ -5,7 +5,7 @@ from mscompare.config import PRESETS, paper_units
 from mscompare.models import list_units
 from mscompare.service import data_roots, find_datasets, no_data_help
 from mscompare.train import available_devices
-from ui import accuracy_chart, page_setup, service
+from ui import accuracy_chart, page_setup, plain, service
 
 page_setup("pages/train.py")
 
@@ -42,7 +42,7 @@ with st.form("start"):
             st.success(f"Queued {len(ids)} runs as batch {batch}; they train in the background, "
                        f"{svc.concurrency} at a time.")
         except Exception as e:  # noqa: BLE001 - bad settings are shown, not raised
-            st.error(f"Could not start: {e}")
+            st.error(f"Could not start: {plain(e)}")
 
 batches = svc.batches()
 if not batches:

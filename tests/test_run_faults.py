@@ -218,3 +218,26 @@ def test_an_old_store_gains_the_new_columns_and_many_processes_can_open_it_at_on
     assert [p.wait(timeout=60) for p in procs] == [0] * 4, [p.stderr.read() for p in procs]
     row = RunStore(tmp_path).get("old-run")
     assert row["status"] == "done" and "owner" in row and "batch" in row
+
+
+def test_cli_skips_bad_files_and_resizes_image_folders_when_asked(tmp_path):
+    from PIL import Image
+
+    for split, n in (("train", 40), ("test", 8)):
+        for c in ("a", "b"):
+            d = tmp_path / "pics" / split / c
+            d.mkdir(parents=True)
+            for i in range(n // 2):
+                Image.new("L", (30 if i % 2 else 28, 28 if i % 2 else 30), 200 if c == "a" else 30).save(d / f"{i}.png")
+    (tmp_path / "pics" / "train" / "a" / "broken.png").write_bytes(b"not a png")
+    args = ["train", "--model", "mobilenet", "--dataset", "pics", "--data-root", str(tmp_path), "--iters", "3",
+            "--batch-size", "8", "--width", "8", "--eval-every", "3", "--runs-dir", str(tmp_path / "runs"), "--json"]
+    run = lambda *extra: subprocess.run([sys.executable, "-m", "mscompare", *args, *extra], capture_output=True,
+                                        text=True, timeout=180)
+    p = run()
+    assert p.returncode == 1 and "Traceback" not in p.stderr and "broken.png" in p.stderr and "--skip-bad" in p.stderr
+    p = run("--skip-bad")
+    assert p.returncode == 1 and "--image-size" in p.stderr and "Traceback" not in p.stderr  # mixed sizes listed
+    p = run("--skip-bad", "--image-size", "28")
+    assert p.returncode == 0, p.stderr
+    assert "skipped 1 bad file" in p.stderr and json.loads(p.stdout.splitlines()[-1])["test_acc"] >= 0

@@ -163,3 +163,25 @@ def test_service_curves_label_only_the_runs_asked_for(tmp_path):
     assert df["run_id"].tolist() == [b] and df["test_acc"].tolist() == [0.6]
     assert df["label"].tolist() == [f"alexnet (mnist, paper, s0, {b[-6:]})"]
     assert svc.curves([a, a])["label"].str.startswith("mobilenet (mnist, paper, s4").all()
+
+
+def test_precision_resolution(monkeypatch):
+    from mscompare import train as tr
+
+    cpu = torch.device("cpu")
+    assert tr.resolve_precision("fp32", cpu) == "fp32" and tr.resolve_precision("bf16", cpu) == "bf16"
+    assert tr.resolve_precision("auto", cpu) == "fp32"  # bf16 not yet validated for auto anywhere
+    monkeypatch.setattr(tr, "BF16_AUTO_DEVICES", ("cpu",))
+    monkeypatch.setattr(tr, "bf16_is_faster", lambda device: True)
+    assert tr.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(tr, "bf16_is_faster", lambda device: False)
+    assert tr.resolve_precision("auto", cpu) == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp16")
+
+
+def test_bf16_training_runs_and_is_recorded(tiny_npz):
+    tr_, te = load_dataset("tinydigits", tiny_npz)
+    cfg = TrainConfig(dataset="tinydigits", iters=20, batch_size=32, eval_every=20, device="cpu", precision="bf16")
+    res = train(ModelConfig(**SMALL), cfg, tr_, te)
+    assert res["env"]["precision"] == "bf16" and 0 <= res["test_acc"] <= 1
