@@ -163,8 +163,9 @@ def cmd_reproduce(a) -> int:
         if m not in list_units():
             print(f"error: unknown model {m!r}; choose from {', '.join(list_units())} or all", file=sys.stderr)
             return 2
-    run_all(store, a.dataset, models, a.seeds, a.preset, a.iters, a.data_root, a.width, a.threads,
-            checkpoint_dir=store.dir / "checkpoints")
+    run_all(store, a.dataset, models, a.seeds, a.preset, a.iters, a.data_root, a.width, a.threads or 0,
+            checkpoint_dir=store.dir / "checkpoints", executor=a.executor, workers=a.workers or 0,
+            ray_address=a.ray_address)
     for kind, path in write_report(store, a.dataset, a.out, a.preset).items():
         print(f"wrote {kind}: {path}")
     if a.ship:
@@ -173,6 +174,41 @@ def cmd_reproduce(a) -> int:
         for e in ship_checkpoints(store, a.dataset, preset_name=a.preset):
             print(f"shipped {e['file']} (test_acc {e['test_acc']})")
     return 0
+
+
+def cmd_sweep(a) -> int:
+    from mscompare.sweep import grid, run_trials
+
+    trials = grid(a.models, a.datasets, a.widths, a.units, a.seeds, a.preset, a.iters, a.data_root, a.device)
+    from mscompare.data import load_split
+
+    for ds in a.datasets:  # a missing dataset is one clear error before any trial starts
+        load_split(ds, a.data_root, train=False)
+    from mscompare.runs import RunStore
+
+    store = RunStore(a.runs_dir)
+    bar = None
+    if a.json:
+        def show(rec):
+            print(json.dumps({k: v for k, v in rec.items() if k != "message"}), flush=True)
+    else:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(trials), unit="trial", disable=not sys.stderr.isatty())
+
+        def show(rec):
+            bar.update(1)
+            bar.set_postfix(last=f"{rec['model']} w{rec['width']} {rec['status']} {rec['test_acc'] or 0:.4f}")
+    try:
+        out = run_trials(store, trials, tag="sweep", executor=a.executor, workers=a.workers or 0,
+                         ray_address=a.ray_address, on_result=show)
+    finally:
+        if bar is not None:
+            bar.close()
+    summary = {k: out[k] for k in ("done", "failed", "skipped")}
+    print(json.dumps(summary) if a.json else f"sweep: {summary['done']} done, {summary['failed']} failed, "
+          f"{summary['skipped']} skipped (already in {store.path})")
+    return 1 if summary["failed"] else 0
 
 
 def build_parser() -> ArgParser:
@@ -229,9 +265,24 @@ def build_parser() -> ArgParser:
     rp.add_argument("--out", default="docs/results")
     rp.add_argument("--ship", action="store_true", help="copy the seed-0 checkpoints into checkpoints/")
 
-    for s in (t, r, rp):
+    sw = sub.add_parser("sweep", help="train a grid of models x datasets x widths x units x seeds, resumably")
+    sw.add_argument("--models", nargs="+", choices=list_units(), required=True)
+    sw.add_argument("--datasets", nargs="+", choices=datasets, required=True)
+    sw.add_argument("--widths", nargs="+", type=_positive, required=True)
+    sw.add_argument("--units", nargs="+", type=int, choices=range(1, MAX_UNITS + 1), metavar=f"{{1-{MAX_UNITS}}}",
+                    help="units per network (default: the paper's count per model and dataset)")
+    sw.add_argument("--seeds", type=_positive, default=1)
+    sw.add_argument("--preset", choices=list(PRESETS), default="paper")
+    sw.add_argument("--iters", type=_positive)
+    sw.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    sw.add_argument("--json", action="store_true")
+    for s in (rp, sw):
+        s.add_argument("--executor", choices=["local", "ray"], default="local")
+        s.add_argument("--workers", type=_positive, help="trials at a time (default: the measured best for the cores)")
+        s.add_argument("--ray-address", default="auto", help="auto starts or joins a local Ray; HOST:PORT joins a cluster")
+    for s in (t, r, rp, sw):
         s.add_argument("--runs-dir", default="runs")
-    for s in (t, rp):
+    for s in (t, rp, sw):
         s.add_argument("--data-root", default="data")
     return p
 
@@ -247,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         configure_process(policy(getattr(a, "threads", None) or 0))
         return {"info": cmd_info, "train": cmd_train, "runs": cmd_runs, "predict": cmd_predict,
-                "reproduce": cmd_reproduce}[a.cmd](a)
+                "reproduce": cmd_reproduce, "sweep": cmd_sweep}[a.cmd](a)
     except ValueError as e:  # argument and config validation (width, units, lr, iterations...)
         print(f"mscompare: error: {e}", file=sys.stderr)
         return 2

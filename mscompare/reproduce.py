@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mscompare.config import TrainConfig, config_for, preset
-from mscompare.jobs import cost, execute
-from mscompare.models import ModelConfig, list_units
+from mscompare.config import config_for, preset
+from mscompare.models import list_units
 from mscompare.runs import RunStore
 
 # The paper's reported test accuracies (%), Tables 3-6; None where the text gives no number.
@@ -42,41 +41,22 @@ def plan(dataset: str, models: list[str], seeds: int, preset_name: str = "paper"
 
 def run_all(store: RunStore, dataset: str, models: list[str] | None = None, seeds: int = 2,
             preset_name: str = "paper", iters: int | None = None, data_root: str = "data", width: int = 32,
-            threads: int = 0, checkpoint_dir: str | Path | None = None, log=print) -> list[str]:
-    """Train whatever of the plan isn't done yet (a finished run with the same config is reused)."""
-    from mscompare.data import load_dataset
-    from mscompare.train import resolve_device
+            threads: int = 0, checkpoint_dir: str | Path | None = None, log=print, executor: str = "local",
+            workers: int = 0, ray_address: str = "auto") -> list[str]:
+    """Train whatever of the plan isn't done yet (a finished run of the same protocol on the same device type
+    is reused), through the sweep's executors; returns the run ids of the plan."""
+    from mscompare.data import load_split
+    from mscompare.sweep import Trial, run_trials
 
-    models = models or list_units()
-    tag = tag_for(dataset, preset_name)
-    def key(model_config: dict, train_config: dict, device: str) -> str:
-        """The protocol and the device type: threads and data root change speed or paths, not results."""
-        m = ModelConfig.from_dict(model_config).to_dict()  # fills fields added since the run was stored
-        t = {k: v for k, v in TrainConfig.from_dict(train_config).to_dict().items()
-             if k not in ("threads", "device", "data_root")}
-        return json.dumps([m, t, device])
-
-    def ran_on(row: dict) -> str:
-        return (json.loads(row["env"] or "{}").get("device") or "cpu").split(":")[0]
-
-    here = resolve_device("auto").type
-    done = {key(json.loads(r["model_config"]), json.loads(r["train_config"]), ran_on(r)): r["id"]
-            for r in store.list(tag=tag, status="done")}
-    data, ids = None, []
-    for mcfg, tcfg in plan(dataset, models, seeds, preset_name, iters, data_root, width, threads):
-        k = key(mcfg.to_dict(), tcfg.to_dict(), resolve_device(tcfg.device).type if tcfg.device != "auto" else here)
-        if k in done:
-            ids.append(done[k])
-            log(f"skip {mcfg.model} seed {tcfg.seed}: already done ({done[k]})")
-            continue
-        data = data or load_dataset(dataset, data_root)
-        params, macs = cost(mcfg)
-        rid = store.create(mcfg, tcfg, tag, params=params, macs=macs)
-        log(f"train {mcfg.model} seed {tcfg.seed} on {dataset} ({tcfg.iters} iters) as {rid}")
-        row = execute(store, rid, checkpoint_dir, data=data)
-        log(f"  {row['status']}: test_acc={row['test_acc']} {row['message'] or ''}")
-        ids.append(rid)
-    return ids
+    load_split(dataset, data_root, train=False)  # a missing dataset fails before any trial is queued
+    trials = [Trial(m, t) for m, t in plan(dataset, models or list_units(), seeds, preset_name, iters, data_root,
+                                          width, threads)]
+    out = run_trials(store, trials, tag_for(dataset, preset_name), executor, workers, ray_address,
+                     on_result=lambda r: log(f"{r['model']} seed {r['seed']}: {r['status']} "
+                                             f"test_acc={r['test_acc']} {r['message']}"),
+                     checkpoint_dir=checkpoint_dir)
+    log(f"{dataset}: {out['done']} trained, {out['failed']} failed, {out['skipped']} already done")
+    return out["ids"]
 
 
 def table(store: RunStore, dataset: str, preset_name: str = "paper") -> pd.DataFrame:

@@ -1,0 +1,112 @@
+"""Sweeps: the CLI's JSON lines, resume, retry of a killed worker, Ctrl-C, and a four-trial sweep on a local Ray."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import digits_npz
+from mscompare.runs import RunStore
+from mscompare.sweep import grid, run_trials
+
+KEYS = {"run_id", "model", "dataset", "width", "units", "seed", "status", "test_acc", "params", "macs", "seconds"}
+
+
+@pytest.fixture
+def data(tmp_path):
+    digits_npz(tmp_path / "data", name="mnist", n_train=300, n_test=100)  # mnist-shaped, quick to learn
+    return tmp_path / "data"
+
+
+def sweep_cli(data, runs, *extra):
+    return subprocess.run([sys.executable, "-m", "mscompare", "sweep", "--models", "mobilenet", "ms_add",
+                           "--datasets", "mnist", "--widths", "8", "16", "--iters", "10", "--data-root", str(data),
+                           "--runs-dir", str(runs), "--workers", "2", *extra],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_sweep_cli_prints_one_json_line_per_trial_and_resumes(data, tmp_path):
+    p = sweep_cli(data, tmp_path / "runs", "--json")
+    assert p.returncode == 0, p.stderr
+    lines = [json.loads(ln) for ln in p.stdout.splitlines()]
+    assert lines[-1] == {"done": 4, "failed": 0, "skipped": 0}
+    trials = lines[:-1]
+    assert len(trials) == 4 and all(set(t) == KEYS for t in trials)
+    assert {(t["model"], t["width"]) for t in trials} == {(m, w) for m in ("mobilenet", "ms_add") for w in (8, 16)}
+    assert all(t["status"] == "done" and t["units"] == 2 and t["params"] > 0 for t in trials)
+    again = sweep_cli(data, tmp_path / "runs", "--json")
+    assert [json.loads(ln) for ln in again.stdout.splitlines()] == [{"done": 0, "failed": 0, "skipped": 4}]
+    missing = sweep_cli(tmp_path / "nowhere", tmp_path / "runs")
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+
+
+def _workers():
+    """Live worker processes started by this test process."""
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and b"mscompare.worker" in (d / "cmdline").read_bytes():
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                    out.append(int(d.name))
+        except OSError:
+            continue
+    return out
+
+
+def test_a_killed_worker_is_retried_once_and_a_repeated_failure_is_recorded(data, tmp_path):
+    store = RunStore(tmp_path / "runs")
+    trials = grid(["mobilenet"], ["mnist"], [8], iters=400, data_root=str(data), device="cpu")
+    seen = []
+    result = {}
+    t = threading.Thread(target=lambda: result.update(run_trials(store, trials, "t", workers=1,
+                                                                 on_result=seen.append)))
+    t.start()
+    deadline = time.time() + 60
+    while not _workers() and time.time() < deadline:
+        time.sleep(0.1)
+    first = _workers()[0]
+    time.sleep(3)
+    os.kill(first, signal.SIGKILL)
+    t.join(timeout=180)
+    assert result["done"] == 1 and result["failed"] == 0 and seen[0]["status"] == "done"
+    rows = store.list()
+    assert sorted(r["status"] for r in rows) == ["done", "failed"]
+    assert "retried: the worker process died" in [r for r in rows if r["status"] == "failed"][0]["message"]
+    # a trial that fails every time is tried twice, then recorded as failed
+    bad = grid(["mobilenet"], ["mnist"], [8], iters=5, data_root=str(tmp_path / "empty"), device="cpu")
+    (tmp_path / "empty").mkdir()
+    out = run_trials(store, bad, "t", workers=1)
+    assert out["failed"] == 1 and len(store.list(tag="t", status="failed")) == 3
+
+
+def test_stopping_a_sweep_leaves_a_consistent_store(data, tmp_path):
+    store = RunStore(tmp_path / "runs")
+    trials = grid(["mobilenet", "alexnet"], ["mnist"], [8], iters=100000, data_root=str(data), device="cpu")
+    started = time.time()
+    with pytest.raises(KeyboardInterrupt):
+        run_trials(store, trials, "t", workers=1, should_stop=lambda: time.time() - started > 8)
+    assert {r["status"] for r in store.list()} <= {"cancelled", "interrupted"}
+    assert not [r for r in store.list() if r["status"] in ("queued", "running")]
+
+
+def test_a_four_trial_sweep_on_a_local_ray_cluster(data, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        store = RunStore(tmp_path / "runs")
+        trials = grid(["mobilenet", "ms_add"], ["mnist"], [8, 16], iters=10, data_root=str(data), device="cpu")
+        seen = []
+        out = run_trials(store, trials, "ray", executor="ray", on_result=seen.append)
+        assert (out["done"], out["failed"], out["skipped"]) == (4, 0, 0) and len(seen) == 4
+        for rid in out["ids"]:
+            row = store.get(rid)
+            assert row["status"] == "done" and [p["iter"] for p in store.curve(rid)] == [10]
+            assert Path(row["checkpoint"]).is_file() and Path(row["checkpoint"]).parent == store.dir / "checkpoints"
+        assert run_trials(store, trials, "ray", executor="ray")["skipped"] == 4
+    finally:
+        ray.shutdown()
