@@ -156,3 +156,25 @@ def ship_checkpoints(store: RunStore, dataset: str, dest: str | Path | None = No
         shipped.append(e)
     write_manifest(list(entries.values()), dest)
     return shipped
+
+
+def runs_frame(store: RunStore, rows: list[dict]) -> pd.DataFrame:
+    """One row per run for the committed per-run CSVs: config, device, final accuracy (whole test set), the best
+    curve point and the curve at iterations 100 and 1,000; MACs counted here where the run's machine had no fvcore."""
+    from mscompare.jobs import cost
+    from mscompare.models import ModelConfig
+
+    out = []
+    for r in rows:
+        m = ModelConfig.from_dict(json.loads(r["model_config"]))
+        env = json.loads(r["env"] or "{}")
+        curve = {p["iter"]: p["test_acc"] for p in store.curve(r["id"])}
+        best = max(curve.items(), key=lambda kv: kv[1]) if curve else (None, None)
+        macs = r["macs"] if r["macs"] is not None else cost(m)[1]
+        out.append({"run_id": r["id"], "model": m.model, "dataset": r["dataset"], "preset": r["preset"],
+                    "device": (env.get("gpu") or env.get("device") or ""), "seed": r["seed"], "width": m.width,
+                    "units": m.units, "expand": m.expand, "residual_norm": m.residual_norm, "iters": r["iters"],
+                    "status": r["status"], "test_acc": r["test_acc"], "best_acc": best[1], "best_iter": best[0],
+                    "acc_at_100": curve.get(100), "acc_at_1000": curve.get(1000), "params": r["params"],
+                    "macs": macs, "seconds": r["seconds"], "images_per_s": r["images_per_s"]})
+    return pd.DataFrame(out)
