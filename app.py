@@ -21,6 +21,7 @@ def home():
     st.page_link(architectures, label="Architectures: parameters, MACs and unit structure",
                  icon=":material/schema:")
     st.page_link(train, label="Train & compare: live accuracy curves", icon=":material/monitoring:")
+    st.page_link(sweep, label="Sweep: grids of runs and the accuracy-per-cost frontier", icon=":material/grid_on:")
     st.page_link(predict, label="Predict: every model on your image", icon=":material/image_search:")
     st.page_link(runs, label="Runs: the history of every training", icon=":material/history:")
     st.caption("Reconstruction notes: docs/ARCHITECTURE.md. Reproduction: docs/RESULTS.md.")
@@ -30,8 +31,9 @@ architectures = st.Page("pages/architectures.py", title="Architectures", icon=":
 train = st.Page("pages/train.py", title="Train & compare", icon=":material/monitoring:")
 predict = st.Page("pages/predict.py", title="Predict", icon=":material/image_search:")
 runs = st.Page("pages/runs.py", title="Runs", icon=":material/history:")
+sweep = st.Page("pages/sweep.py", title="Sweep", icon=":material/grid_on:")
 nav = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True),
-                     architectures, train, predict, runs])
+                     architectures, train, sweep, predict, runs])
 ui.NAVIGATION["ready"] = True
 if goto := st.session_state.pop("goto", None):  # a deep link that arrived before navigation was set up
     st.switch_page(goto)

@@ -1,7 +1,9 @@
 """What the app needs from the library in one object: the run store, the run manager, datasets and tables."""
 from __future__ import annotations
 
+import json
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -51,6 +53,7 @@ class Service:
         runs_dir = runs_dir or os.environ.get("MSCOMPARE_RUNS_DIR", str(REPO / "runs"))
         self.store = RunStore(runs_dir)
         self.manager = RunManager(self.store, concurrency=concurrency)
+        self.sweeps: dict[str, dict] = {}
 
     @property
     def concurrency(self) -> int:
@@ -80,6 +83,59 @@ class Service:
 
     def cancel(self, rid: str) -> None:
         self.manager.cancel(rid)
+
+    def start_sweep(self, models: list[str], datasets: list[str], widths: list[int], units: list[int] | None,
+                    seeds: int, preset_name: str, iters: int | None, data_root: str, executor: str = "local",
+                    workers: int = 0, device: str = "auto") -> str:
+        """Run a sweep in a background thread; its progress is in `sweep_status(id)`. Bad settings raise first."""
+        from mscompare.sweep import EXECUTORS, grid, run_trials
+
+        if not models or not datasets or not widths:
+            raise ValueError("choose at least one model, one dataset and one width")
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}")
+        trials = grid(models, datasets, widths, units or None, seeds, preset_name, iters, data_root, device)
+        sid = time.strftime("sweep-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+        state = {"id": sid, "total": len(trials), "results": [], "summary": None, "error": "",
+                 "stop": threading.Event(), "executor": executor}
+
+        def work():
+            try:
+                state["summary"] = run_trials(self.store, trials, tag=sid, executor=executor, workers=workers,
+                                              ray_address=os.environ.get("MSCOMPARE_RAY_ADDRESS", "auto"),
+                                              on_result=state["results"].append, should_stop=state["stop"].is_set)
+            except KeyboardInterrupt:
+                state["error"] = "cancelled"
+            except Exception as e:  # noqa: BLE001 - shown on the page, never a dead thread
+                from mscompare.jobs import failure_message
+
+                state["error"] = failure_message(e)
+
+        state["thread"] = threading.Thread(target=work, daemon=True, name=sid)
+        self.sweeps[sid] = state
+        state["thread"].start()
+        return sid
+
+    def sweep_status(self, sid: str) -> dict:
+        st_ = self.sweeps[sid]
+        res = list(st_["results"])
+        return {"id": sid, "total": st_["total"], "finished": len(res), "results": res,
+                "running": st_["thread"].is_alive(), "summary": st_["summary"], "error": st_["error"],
+                "executor": st_["executor"]}
+
+    def cancel_sweep(self, sid: str) -> None:
+        self.sweeps[sid]["stop"].set()
+
+    def frontier_points(self):
+        """Every finished run, one point per configuration (accuracy averaged over seeds), for the frontier."""
+        from mscompare.frontier import mean_over_seeds
+
+        runs = self.store.list(status="done")
+        if not runs:
+            return pd.DataFrame()
+        df = pd.DataFrame(runs)
+        df["expand"] = [json.loads(c).get("expand", 1) for c in df["model_config"]]
+        return mean_over_seeds(df[["model", "dataset", "width", "units", "expand", "params", "macs", "test_acc"]])
 
     def batches(self) -> list[dict]:
         return self.store.batches(tag="app")

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
 
-PAGES = ["pages/architectures.py", "pages/train.py", "pages/predict.py", "pages/runs.py"]
+PAGES = ["pages/architectures.py", "pages/train.py", "pages/sweep.py", "pages/predict.py", "pages/runs.py"]
 
 
 def app(page=None):
@@ -85,3 +85,24 @@ def test_train_page_runs_in_background_and_shows_results(app_env):
     assert not at.exception
     results = [d.value for d in at.dataframe][-1]
     assert set(results["model"]) == {"mobilenet", "ms_add"} and results["test_acc_%"].notna().all()
+
+
+def test_sweep_page_runs_a_grid_and_draws_the_frontier(app_env):
+    at = app("pages/sweep.py")
+    at.multiselect[0].set_value(["mobilenet", "alexnet"])
+    at.multiselect[2].set_value([8])  # widths
+    at.number_input[1].set_value(10)  # iterations
+    at.button[0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    from ui import service
+
+    svc = service()
+    sid = at.session_state["sweep_id"]
+    deadline = time.time() + 180
+    while svc.sweep_status(sid)["running"] and time.time() < deadline:
+        time.sleep(0.5)
+    status = svc.sweep_status(sid)
+    assert status["finished"] + status["summary"]["skipped"] == 2 and not status["error"]
+    at.run()
+    assert not at.exception
+    assert any("Pareto frontier" in str(c.proto.spec) for c in at.get("plotly_chart"))

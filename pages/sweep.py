@@ -1,0 +1,73 @@
+"""Sweep page: build a grid, run it on this machine or a Ray cluster, watch it, cancel it; the accuracy frontier."""
+import streamlit as st
+
+from mscompare.config import DATASETS, PRESETS
+from mscompare.frontier import frontier_chart
+from mscompare.models import list_units
+from mscompare.service import find_datasets, no_data_help
+from ui import page_setup, plain, service
+
+page_setup("pages/sweep.py")
+
+svc = service()
+st.title("Sweep")
+found = {d: r for d, r in find_datasets().items() if d in DATASETS}
+if not found:
+    st.info(no_data_help())
+with st.form("sweep"):
+    models = st.multiselect("Models", list_units(), default=list_units())
+    c1, c2, c3 = st.columns(3)
+    datasets = c1.multiselect("Datasets", list(found), default=list(found)[:1])
+    widths = c2.multiselect("Widths", [8, 16, 24, 32, 48, 64, 96, 128], default=[16, 32, 64])
+    units = c3.multiselect("Units (none = paper's)", [1, 2, 3, 4])
+    c4, c5, c6, c7 = st.columns(4)
+    seeds = c4.number_input("Seeds", 1, 10, 1)
+    preset_name = c5.selectbox("Preset", list(PRESETS), index=list(PRESETS).index("paper"))
+    iters = c6.number_input("Iterations (0 = preset's)", 0, 100000, 0, step=100)
+    executor = c7.radio("Executor", ["local", "ray"], horizontal=True,
+                        help="local: worker processes here. ray: a Ray task per trial, on the cluster at "
+                             "$MSCOMPARE_RAY_ADDRESS (default: start or join a local Ray).")
+    n = len(models) * len(datasets) * len(widths) * max(1, len(units)) * seeds
+    st.caption(f"{n} trials; finished ones already in the run store are skipped.")
+    if st.form_submit_button("Start sweep", type="primary", disabled=not found):
+        try:
+            roots = {found[d] for d in datasets}
+            if len(roots) > 1:
+                raise ValueError("the chosen datasets live under different data roots; sweep them one at a time")
+            st.session_state["sweep_id"] = svc.start_sweep(models, datasets, widths, units, seeds, preset_name,
+                                                        iters or None, roots.pop(), executor)
+        except Exception as e:  # noqa: BLE001 - bad settings are shown, not raised
+            st.error(f"Could not start: {plain(e)}")
+
+sid = st.session_state.get("sweep_id")
+if sid in svc.sweeps:
+    @st.fragment(run_every=2 if svc.sweep_status(sid)["running"] else None)
+    def progress():
+        s = svc.sweep_status(sid)
+        st.progress(s["finished"] / max(s["total"], 1))
+        done = s["summary"] or {}
+        st.text(f"{sid} ({s['executor']}): {s['finished']} of {s['total']} trials ran"
+                + (f", {done.get('skipped', 0)} skipped as already done" if done else "")
+                + (f". {s['error']}" if s["error"] else ""))
+        if s["running"] and st.button("Cancel sweep"):
+            svc.cancel_sweep(sid)
+        if s["results"]:
+            st.dataframe(s["results"], hide_index=True)
+
+    progress()
+
+st.subheader("Accuracy per cost: every finished run")
+pts = svc.frontier_points()
+if pts.empty:
+    st.info("No finished runs yet.")
+    st.stop()
+c1, c2 = st.columns(2)
+cost = c1.radio("Cost", ["params", "macs"], horizontal=True,
+                format_func={"params": "parameters", "macs": "MACs per image"}.get)
+ds = c2.multiselect("Datasets", sorted(pts["dataset"].unique()), default=sorted(pts["dataset"].unique())[:1])
+shown = pts[pts["dataset"].isin(ds)] if ds else pts
+fig = frontier_chart(shown, cost, f"Test accuracy vs {cost} (mean over seeds; dotted: Pareto frontier)")
+st.plotly_chart(fig)
+st.download_button("Export the chart (HTML)", fig.to_html(include_plotlyjs="cdn"), f"frontier-{cost}.html",
+                   "text/html")
+st.download_button("Export the points (CSV)", shown.to_csv(index=False), "frontier.csv", "text/csv")
