@@ -65,3 +65,26 @@ def accuracy_chart(curves: pd.DataFrame, title: str):
     fig.update_xaxes(title_text="iteration")
     fig.update_layout(title=title, legend=dict(orientation="h", y=-0.25), height=460)
     return fig
+
+
+def confusion_heatmap(ev: dict, title: str):
+    """The confusion matrix normalized per true class (row), raw counts on hover."""
+    import numpy as np
+    import plotly.graph_objects as go
+
+    cm = np.array(ev["confusion"], dtype=float)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    names = ev["classes"]
+    fig = go.Figure(go.Heatmap(z=norm, x=names, y=names, customdata=cm.astype(int), colorscale="Blues", zmin=0,
+                               zmax=1, hovertemplate="true %{y}, predicted %{x}: %{customdata} images "
+                                                     "(%{z:.1%} of the class)<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed",
+                      height=460)
+    return fig
+
+
+def per_class_bars(ev: dict, title: str):
+    d = pd.DataFrame({"class": ev["classes"], "accuracy": ev["per_class"]})
+    fig = px.bar(d, x="class", y="accuracy", title=title)
+    fig.update_yaxes(range=[0, 1], tickformat=".0%")
+    return fig.update_layout(height=360)

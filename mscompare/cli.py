@@ -98,6 +98,19 @@ def cmd_train(a) -> int:
     return 0
 
 
+def _run_classes(row: dict) -> list[str] | None:
+    """Class names from the run's checkpoint, where it has one."""
+    if not row.get("checkpoint"):
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(row["checkpoint"], framework="pt") as f:
+            return json.loads((f.metadata() or {}).get("meta", "{}")).get("classes")
+    except Exception:  # noqa: BLE001 - names are a nicety; the numbers print either way
+        return None
+
+
 def cmd_runs(a) -> int:
     import pandas as pd
 
@@ -110,7 +123,27 @@ def cmd_runs(a) -> int:
             print(f"error: no run {a.id!r} in {store.path}", file=sys.stderr)
             return 2
         row["curve"] = store.curve(a.id)
-        print(json.dumps(row, indent=1, default=str))
+        ev = json.loads(row.pop("evaluation") or "null")
+        classes = _run_classes(row)
+        if a.json:
+            row.update(ev or {})
+            print(json.dumps(row, indent=1, default=str))
+            return 0
+        for k in ("id", "status", "model", "dataset", "preset", "seed", "iters", "test_acc", "params", "macs",
+                  "seconds", "images_per_s", "message", "checkpoint"):
+            print(f"{k}: {row[k]}")
+        if ev:
+            names = classes or [str(i) for i in range(len(ev["per_class"]))]
+            print("\nper-class accuracy:")
+            for n, acc in zip(names, ev["per_class"]):
+                print(f"  {n:>16s}  {'-' if acc is None else f'{100 * acc:6.2f}%'}")
+            print("\nconfusion matrix (rows: true class, columns: predicted):")
+            import pandas as pd
+
+            print(pd.DataFrame(ev["confusion"], index=names, columns=names).to_string())
+            if ev["confused_pairs"]:
+                print("\nmost confused: " + ", ".join(f"{names[p['true']]} -> {names[p['pred']]} ({p['count']})"
+                                                     for p in ev["confused_pairs"]))
         return 0
     df = pd.DataFrame(store.list())
     cols = ["id", "status", "model", "dataset", "preset", "seed", "iters", "test_acc", "params", "seconds",
@@ -133,23 +166,48 @@ def cmd_runs(a) -> int:
 
 
 def cmd_predict(a) -> int:
-    from mscompare.predict import ImageError, load_set, predict_files
+    from pathlib import Path
+
+    from mscompare.predict import load_runs, load_set, predict_files
 
     try:
-        models = load_set(a.set)
+        if a.run:
+            from mscompare.runs import RunStore
+
+            if not (Path(a.runs_dir) / "runs.sqlite").is_file():
+                print(f"error: no run store in {a.runs_dir} (no runs.sqlite there); see --runs-dir", file=sys.stderr)
+                return 1
+            models = load_runs(RunStore(a.runs_dir), a.run)
+        else:
+            models = load_set(a.set)
     except Exception as e:  # noqa: BLE001
         print(f"error: {e}", file=sys.stderr)
         return 1
     results, failed = predict_files(models, a.images, invert=a.invert)
     for path, err in failed:
         print(f"error: {path}: {err}", file=sys.stderr)
+    if a.cam:
+        from mscompare.cam import explain, write_pngs
+
+        taken: set[str] = set()
+        try:
+            for r in results:
+                maps = explain(models, r["inputs"])
+                r["cam"] = write_pngs(a.cam, r["image"], r["inputs"], maps, taken)
+                r["cam_class"] = {m: v["label"] for m, v in maps.items()}
+        except OSError as e:
+            print(f"error: can't write the class-activation maps to {a.cam}: {e.strerror or e}", file=sys.stderr)
+            return 1
     if a.json:
-        print(json.dumps([{"image": r["image"], "predictions": r["predictions"]} for r in results]))
+        keys = ("image", "predictions", "cam") if a.cam else ("image", "predictions")
+        print(json.dumps([{k: r[k] for k in keys} for r in results]))
     else:
         for r in results:
             print(r["image"])
             for m, top in r["predictions"].items():
                 print(f"  {m:10s} " + "  ".join(f"{t['label']} {t['prob']:.3f}" for t in top))
+                if a.cam:
+                    print(f"  {'':10s} map for {r['cam_class'][m]}: {r['cam'][m]}")
     return 1 if failed else 0
 
 
@@ -247,9 +305,14 @@ def build_parser() -> ArgParser:
     r.add_argument("action", nargs="?", choices=["list", "show", "export"], default="list")
     r.add_argument("id", nargs="?")
     r.add_argument("--csv")
+    r.add_argument("--json", action="store_true", help="show: the whole record, with confusion and per_class")
 
-    pr = sub.add_parser("predict", help="predict images with the shipped checkpoints")
-    pr.add_argument("--set", choices=["mnist", "cifar10"], required=True)
+    pr = sub.add_parser("predict", help="predict images with the shipped checkpoints or your finished runs")
+    which = pr.add_mutually_exclusive_group(required=True)
+    which.add_argument("--set", choices=["mnist", "cifar10"], help="a shipped checkpoint set")
+    which.add_argument("--run", action="append", metavar="ID", help="a finished run's checkpoint (repeat for more)")
+    pr.add_argument("--runs-dir", default="runs", help="the run store that --run reads")
+    pr.add_argument("--cam", metavar="DIR", help="write a class-activation map PNG per image and model to DIR")
     pr.add_argument("--invert", choices=["auto", "yes", "no"], default="auto")
     pr.add_argument("--json", action="store_true")
     pr.add_argument("images", nargs="+")

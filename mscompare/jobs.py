@@ -49,7 +49,7 @@ def run_trial(mcfg: ModelConfig, tcfg: TrainConfig, checkpoint: str | None, emit
         save_checkpoint(checkpoint, res["model"], mcfg, meta)
     skipped = len(train_data.skipped) + len(test_data.skipped)
     return {"test_acc": res["test_acc"], "seconds": res["seconds"], "images_per_s": res["images_per_s"],
-            "env": {**res["env"], "skipped_files": skipped}, "checkpoint": checkpoint,
+            "env": {**res["env"], "skipped_files": skipped}, "checkpoint": checkpoint, "evaluation": res["evaluation"],
             "message": f"skipped {skipped} bad file(s)" if skipped else ""}
 
 
@@ -75,7 +75,8 @@ def apply_event(store: RunStore, rid: str, ev: dict) -> None:
 def finish(store: RunStore, rid: str, status: str, result: dict | None = None, message: str = "") -> None:
     fields = {"status": status, "finished": time.time(), "message": message or (result or {}).get("message", "")}
     if result:
-        fields.update({k: result[k] for k in ("test_acc", "seconds", "images_per_s", "env", "checkpoint")})
+        fields.update({k: result[k] for k in ("test_acc", "seconds", "images_per_s", "env", "checkpoint",
+                                              "evaluation") if k in result})
     store.update(rid, **fields)
 
 

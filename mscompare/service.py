@@ -1,6 +1,7 @@
 """What the app needs from the library in one object: the run store, the run manager, datasets and tables."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -44,6 +45,13 @@ def no_data_help() -> str:
     roots = ", ".join(str(r) for r in data_roots())
     return (f"No datasets found under {roots}. Put a dataset folder there (train.npz + test.npz, or "
             f"train/<class>/ and test/<class>/ images), or set MSCOMPARE_DATA_ROOT before starting the app.")
+
+
+@functools.lru_cache(maxsize=2)  # a bounded number of test splits in memory, whatever users pick
+def _test_split(dataset: str, data_root: str):
+    from mscompare.data import load_split
+
+    return load_split(dataset, data_root, train=False)
 
 
 class Service:
@@ -125,6 +133,25 @@ class Service:
 
     def cancel_sweep(self, sid: str) -> None:
         self.sweeps[sid]["stop"].set()
+
+    def evaluation(self, rid: str) -> dict | None:
+        """A finished run's whole-test-set evaluation with class names and, where the test split can still be
+        loaded, its most confidently misclassified images (uint8 H x W x C) for a gallery."""
+        row = self.store.get(rid)
+        if row is None or not row.get("evaluation"):
+            return None
+        ev = json.loads(row["evaluation"])
+        tcfg = json.loads(row["train_config"])
+        ev["classes"], ev["images"] = [str(i) for i in range(len(ev["per_class"]))], []
+        try:
+            test = _test_split(tcfg["dataset"], tcfg["data_root"])
+        except Exception as e:  # noqa: BLE001 - the data moved or changed: show the numbers without images
+            ev["images_error"] = str(e)
+            return ev
+        n = len(ev["per_class"])  # the model's outputs; a dataset may name fewer classes than a built-in's count
+        ev["classes"] = (list(test.classes) + [str(i) for i in range(len(test.classes), n)])[:n]
+        ev["images"] = [(test.x[m["index"]].numpy(), m) for m in ev["misclassified"] if m["index"] < len(test)]
+        return ev
 
     def frontier_points(self):
         """Every finished run, one point per configuration (accuracy averaged over seeds), for the frontier."""

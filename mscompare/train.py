@@ -98,6 +98,40 @@ def evaluate(model: torch.nn.Module, batches: Batches, autocast=nullcontext) -> 
     return correct / max(total, 1)
 
 
+def confusion_summary(y_true: torch.Tensor, y_pred: torch.Tensor, confidence: torch.Tensor, num_classes: int,
+                      worst: int = 32) -> dict:
+    """Confusion matrix (rows: true class, columns: predicted), per-class accuracy, the most-confused class pairs
+    and the test indices of the most confidently misclassified images."""
+    cm = torch.bincount(y_true * num_classes + y_pred, minlength=num_classes ** 2).view(num_classes, num_classes)
+    support = cm.sum(1)
+    per_class = [cm[c, c].item() / support[c].item() if support[c] else None for c in range(num_classes)]
+    off = cm.clone()
+    off.fill_diagonal_(0)
+    top = off.flatten().topk(min(5, num_classes ** 2))
+    pairs = [{"true": int(i) // num_classes, "pred": int(i) % num_classes, "count": int(n)}
+             for n, i in zip(top.values.tolist(), top.indices.tolist()) if n > 0]
+    wrong = (y_true != y_pred).nonzero().flatten()
+    order = confidence[wrong].argsort(descending=True)[:worst]
+    worst_rows = [{"index": int(wrong[i]), "true": int(y_true[wrong[i]]), "pred": int(y_pred[wrong[i]]),
+                   "confidence": round(float(confidence[wrong[i]]), 4)} for i in order.tolist()]
+    return {"accuracy": cm.diag().sum().item() / max(cm.sum().item(), 1), "confusion": cm.tolist(),
+            "per_class": per_class, "confused_pairs": pairs, "misclassified": worst_rows}
+
+
+@torch.inference_mode()
+def evaluate_full(model: torch.nn.Module, batches: Batches, num_classes: int, autocast=nullcontext) -> dict:
+    """The whole test set once: accuracy plus confusion_summary()."""
+    model.eval()
+    ys, preds, confs = [], [], []
+    for x, y in batches.eval_batches():
+        with autocast():
+            p = model(x).float().softmax(1)
+        c, k = p.max(1)
+        ys.append(y.cpu()), preds.append(k.cpu()), confs.append(c.cpu())
+    model.train()
+    return confusion_summary(torch.cat(ys), torch.cat(preds), torch.cat(confs), num_classes)
+
+
 def _optimizer(model, cfg: TrainConfig):
     fused = {"fused": True} if next(model.parameters()).is_cuda else {}
     if cfg.optimizer == "adam":
@@ -187,9 +221,11 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_data: ArrayData, test_
                 progress({"kind": "eval", "iter": it, "iters": cfg.iters, "test_acc": acc, "loss": curve[-1][2],
                           "images_per_s": timed_iters * cfg.batch_size / max(train_time, 1e-9),
                           "elapsed": elapsed, "eta": elapsed / it * (cfg.iters - it)})
-    final_acc = evaluate(model, Batches(test_data, mean, std, device), autocast) if cfg.eval_subset else curve[-1][1]
+    evaluation = evaluate_full(model, Batches(test_data, mean, std, device), model_cfg.num_classes, autocast)
+    final_acc = evaluation["accuracy"]
     model = model.to("cpu", memory_format=torch.contiguous_format).eval()
     ips = timed_iters * cfg.batch_size / train_time if timed_iters else cfg.iters * cfg.batch_size / max(
         time.perf_counter() - t0, 1e-9)
     return {"test_acc": final_acc, "curve": curve, "seconds": time.perf_counter() - t0, "images_per_s": ips,
-            "model": model, "norm": {"mean": mean, "std": std}, "env": environment(device, precision)}
+            "model": model, "norm": {"mean": mean, "std": std}, "env": environment(device, precision),
+            "evaluation": evaluation}

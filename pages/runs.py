@@ -1,8 +1,8 @@
-"""Runs page: the whole history from the run store, filtered; compare curves; export CSV."""
+"""Runs page: the whole history from the run store, filtered; compare curves; why a run is right or wrong; export."""
 import streamlit as st
 
 from mscompare.reproduce import cost_chart
-from ui import accuracy_chart, page_setup, service
+from ui import accuracy_chart, confusion_heatmap, page_setup, per_class_bars, plain, service
 
 page_setup("pages/runs.py")
 
@@ -29,3 +29,26 @@ if not done.empty:
 pick = st.multiselect("Compare curves of", df["id"].tolist(), default=df["id"].head(5).tolist())
 if pick:
     st.plotly_chart(accuracy_chart(svc.curves(pick), "Test accuracy vs iteration"))
+
+st.subheader("Where a run is right or wrong")
+label = {r.id: f"{r.model} on {r.dataset} ({r.preset}, seed {r.seed}, {r.id})" for r in done.itertuples()}
+chosen = st.multiselect("Runs to inspect (two side by side)", list(label), default=list(label)[:1],
+                        max_selections=2, format_func=label.get)
+for col, rid in zip(st.columns(max(len(chosen), 1)), chosen):
+    ev = svc.evaluation(rid)
+    if ev is None:
+        col.info("This run has no per-class evaluation (it finished before evaluations were stored).")
+        continue
+    col.plotly_chart(confusion_heatmap(ev, f"{label[rid]}: confusion"), key=f"cm-{rid}")
+    col.plotly_chart(per_class_bars(ev, "Accuracy per class"), key=f"pc-{rid}")
+    if ev["confused_pairs"]:
+        col.text("Most confused: " + ", ".join(f"{ev['classes'][p['true']]} -> {ev['classes'][p['pred']]} "
+                                               f"({p['count']})" for p in ev["confused_pairs"]))
+    if ev["images"]:
+        col.text("Most confidently misclassified test images (true -> predicted, confidence):")
+        imgs = ev["images"][:16]
+        col.image([a for a, _ in imgs], width=64, clamp=True,
+                  caption=[f"{ev['classes'][m['true']]} -> {ev['classes'][m['pred']]} {m['confidence']:.0%}"
+                           for _, m in imgs])
+    elif ev.get("images_error"):
+        col.caption(f"No gallery: the test images can't be loaded ({plain(ev['images_error'])[:200]}).")

@@ -106,3 +106,17 @@ def test_sweep_page_runs_a_grid_and_draws_the_frontier(app_env):
     at.run()
     assert not at.exception
     assert any("Pareto frontier" in str(c.proto.spec) for c in at.get("plotly_chart"))
+
+
+def test_runs_page_shows_a_confusion_matrix_and_misclassified_images(app_env):
+    from ui import service
+
+    svc = service()
+    if not len(svc.runs(status="done")):
+        svc.start(["mobilenet"], "mnist", "quick", str(app_env / "data"), iters=20, width=8)
+        assert svc.manager.wait(timeout=180)
+    at = app("pages/runs.py")
+    assert not at.exception
+    charts = [str(c.proto.spec) for c in at.get("plotly_chart")]
+    assert any("Heatmap" in c or "heatmap" in c for c in charts)
+    assert any("Accuracy per class" in c for c in charts)

@@ -136,8 +136,12 @@ def test_train_cli_json_and_runs_commands(tmp_path, tiny_npz):
     final = lines[-1]
     assert {"model", "dataset", "iters", "test_acc", "params", "seconds", "images_per_s", "run_id"} <= set(final)
     assert 0 <= final["test_acc"] <= 1 and final["iters"] == 30
-    show = cli("runs", "show", final["run_id"], "--runs-dir", runs)
-    assert json.loads(show.stdout)["status"] == "done"
+    show = cli("runs", "show", final["run_id"], "--runs-dir", runs, "--json")
+    rec = json.loads(show.stdout)
+    assert rec["status"] == "done" and sum(map(sum, rec["confusion"])) == 200  # the whole test set
+    assert len(rec["per_class"]) == 4 and abs(sum(rec["confusion"][i][i] for i in range(4)) / 200 - rec["test_acc"]) < 1e-9
+    text = cli("runs", "show", final["run_id"], "--runs-dir", runs).stdout
+    assert "per-class accuracy" in text and "confusion matrix" in text and " tl " in text.replace("\n", " ")
     csv = tmp_path / "runs.csv"
     assert cli("runs", "export", "--csv", str(csv), "--runs-dir", runs).returncode == 0
     assert final["run_id"] in csv.read_text()
@@ -185,3 +189,16 @@ def test_bf16_training_runs_and_is_recorded(tiny_npz):
     cfg = TrainConfig(dataset="tinydigits", iters=20, batch_size=32, eval_every=20, device="cpu", precision="bf16")
     res = train(ModelConfig(**SMALL), cfg, tr_, te)
     assert res["env"]["precision"] == "bf16" and 0 <= res["test_acc"] <= 1
+
+
+def test_confusion_summary_by_hand():
+    from mscompare.train import confusion_summary
+
+    y = torch.tensor([0, 0, 0, 1, 1, 2])
+    p = torch.tensor([0, 1, 1, 1, 0, 2])
+    conf = torch.tensor([0.9, 0.8, 0.6, 0.7, 0.95, 0.5])
+    s = confusion_summary(y, p, conf, 3)
+    assert s["confusion"] == [[1, 2, 0], [1, 1, 0], [0, 0, 1]] and sum(map(sum, s["confusion"])) == 6
+    assert s["per_class"] == [1 / 3, 1 / 2, 1.0] and abs(s["accuracy"] - 0.5) < 1e-9
+    assert s["confused_pairs"][0] == {"true": 0, "pred": 1, "count": 2}
+    assert [m["index"] for m in s["misclassified"]] == [4, 1, 2]  # most confident mistakes first
