@@ -9,8 +9,8 @@ from mscompare import MODELS, ModelConfig, build_model, count_params, unit_param
 EXPECTED = {"alexnet", "mobilenet", "googlenet", "ms_concat", "ms_add"}
 
 
-def test_registry_has_the_five_units():
-    assert set(MODELS) == EXPECTED
+def test_registry_has_the_papers_five_units():
+    assert EXPECTED <= set(MODELS)  # a sixth registered unit needs no change here
 
 
 @pytest.mark.parametrize("model", sorted(EXPECTED))
