@@ -1,4 +1,4 @@
-"""Predictions from the shipped checkpoints: safe decoding of the accepted formats, preprocessing, top-k."""
+"""Predictions from shipped checkpoints or finished runs: safe decoding of uploads and drawings, preprocessing."""
 from __future__ import annotations
 
 import io
@@ -167,10 +167,29 @@ def preprocess(im: Image.Image, channels: int, size: int, invert: str = "auto") 
     return np.asarray(rgb)
 
 
-def _check_for_prediction(path: Path, entry: dict, cfg, meta: dict) -> None:
-    """What predict() relies on: the manifest's model, class names and a normalization per input channel."""
-    if cfg.model != entry["model"]:
-        raise CheckpointError(f"{path} holds a {cfg.model} model but the manifest says {entry['model']}")
+def canvas_image(rgba, background: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
+    """The drawing pad's RGBA array (H, W, 4) as the image the user saw, decoded like an upload.
+
+    Transparent pixels are the pad's `background` (black: light ink on black, like MNIST), not the white paper
+    that to_rgb() puts under a transparent upload; the composite is PNG-encoded and goes through open_image(),
+    so a drawing and the same picture uploaded as a PNG give the same preprocess() result."""
+    a = np.asarray(rgba) if rgba is not None else np.zeros((0, 0, 4))
+    if a.ndim != 3 or a.shape[2] not in (3, 4) or a.shape[0] * a.shape[1] == 0:
+        raise ImageError(f"the drawing pad sent no image (an array of shape {a.shape})")
+    if a.dtype != np.uint8:  # a float canvas in 0..1 or 0..255
+        a = np.nan_to_num(a.astype(np.float64))
+        a = np.clip(np.rint(a * 255 if a.max(initial=0) <= 1 else a), 0, 255).astype(np.uint8)
+    im = Image.fromarray(np.ascontiguousarray(a))
+    if im.mode == "RGBA":
+        bg = Image.new("RGBA", im.size, (*background, 255))
+        im = Image.alpha_composite(bg, im).convert("RGB")
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return open_image(buf.getvalue(), name="drawing")
+
+
+def _check_meta(path, cfg, meta: dict) -> None:
+    """What predict() relies on: class names and a normalization per input channel."""
     if len(meta.get("classes") or []) != cfg.num_classes:
         raise CheckpointError(f"{path} has no class names for its {cfg.num_classes} outputs")
     norm = meta.get("norm") or {}
@@ -181,6 +200,13 @@ def _check_for_prediction(path: Path, entry: dict, cfg, meta: dict) -> None:
             raise CheckpointError(f"{path} has no usable normalization {k} for {cfg.in_channels} channel(s)")
     if not all(s > 0 for s in norm["std"]):
         raise CheckpointError(f"{path} has a normalization std <= 0")
+
+
+def _check_for_prediction(path: Path, entry: dict, cfg, meta: dict) -> None:
+    """What predict() relies on: the manifest's model, class names and a normalization per input channel."""
+    if cfg.model != entry["model"]:
+        raise CheckpointError(f"{path} holds a {cfg.model} model but the manifest says {entry['model']}")
+    _check_meta(path, cfg, meta)
 
 
 def load_set(name: str, root: str | Path = SHIPPED) -> dict[str, tuple]:
@@ -206,6 +232,60 @@ def load_set(name: str, root: str | Path = SHIPPED) -> dict[str, tuple]:
     return out
 
 
+def run_label(row: dict) -> str:
+    """How a run's model is named on the page and in the CLI: 'ms_add (run 1a2b3c)' (the id's random tail)."""
+    return f"{row['model']} (run {row['id'].rsplit('-', 1)[-1]})"
+
+
+def _run_checkpoint(store, row: dict) -> Path | None:
+    """The run's checkpoint file; a relative path stored by a trainer in another folder is looked up in the
+    store's checkpoints/ folder too."""
+    if not row.get("checkpoint"):
+        return None
+    path = Path(row["checkpoint"])
+    if not path.is_file() and not path.is_absolute():
+        alt = Path(store.dir) / "checkpoints" / path.name
+        path = alt if alt.is_file() else path
+    return path
+
+
+def finished_runs(store) -> list[dict]:
+    """Runs that can predict: done, with their checkpoint file present; newest first."""
+    rows = [r for r in store.list(status="done") if (p := _run_checkpoint(store, r)) is not None and p.is_file()]
+    return sorted(rows, key=lambda r: r["created"] or 0, reverse=True)
+
+
+def load_runs(store, ids: list[str]) -> dict[str, tuple]:
+    """Checkpoints of finished runs from the run store: run_label(row) -> (model, cfg, meta), in the order
+    given. An unknown id, an unfinished run or a missing checkpoint file is a CheckpointError naming the run."""
+    if not ids:
+        raise CheckpointError("no runs chosen")
+    out = {}
+    for rid in dict.fromkeys(ids):
+        row = store.get(rid)
+        if row is None:
+            raise CheckpointError(f"no run {rid!r} in {store.path}")
+        if row["status"] != "done":
+            raise CheckpointError(f"run {rid} is {row['status']}, not done: only a finished run has a checkpoint")
+        path = _run_checkpoint(store, row)
+        if path is None:
+            raise CheckpointError(f"run {rid} saved no checkpoint")
+        if not path.is_file():
+            raise CheckpointError(f"run {rid}'s checkpoint {path} is missing")
+        model, cfg, meta = load_checkpoint(path)
+        _check_meta(path, cfg, meta)
+        label = run_label(row)
+        out[label if label not in out else f"{row['model']} (run {rid})"] = (model, cfg, meta)
+    return out
+
+
+def model_input(arr: np.ndarray, meta: dict) -> torch.Tensor:
+    """A preprocess() array -> the normalized (1, C, H, W) float tensor the model takes."""
+    mean = torch.tensor(meta["norm"]["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(meta["norm"]["std"]).view(1, -1, 1, 1)
+    return (torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 255 - mean) / std
+
+
 @torch.inference_mode()
 def predict(models: dict[str, tuple], im: Image.Image, invert: str = "auto", k: int = 3) -> dict:
     """Top-k per model, the preprocessed input each model saw, and each model's latency in ms.
@@ -213,9 +293,7 @@ def predict(models: dict[str, tuple], im: Image.Image, invert: str = "auto", k: 
     out: dict = {"predictions": {}, "latency_ms": {}, "inputs": {}}
     for name, (model, cfg, meta) in models.items():
         arr = preprocess(im, cfg.in_channels, cfg.input_size, invert)
-        mean = torch.tensor(meta["norm"]["mean"]).view(1, -1, 1, 1)
-        std = torch.tensor(meta["norm"]["std"]).view(1, -1, 1, 1)
-        x = (torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 255 - mean) / std
+        x = model_input(arr, meta)
         t = time.perf_counter()
         logits = model(x)
         out["latency_ms"][name] = (time.perf_counter() - t) * 1000

@@ -1,22 +1,29 @@
-"""Predict page: the user picks Upload or Sample; every shipped model's top-3, its input and latency."""
+"""Predict page: shipped sets or your finished runs; Upload, Sample or Draw; top-3, input, latency, activation maps."""
 from pathlib import Path
 
 import streamlit as st
 
 from mscompare.checkpoints import SHIPPED
-from mscompare.predict import (ACCEPTED, MAX_MB, ImageError, PredictionError, display_copy, load_set, open_image,
-                               predict, upload_types)
-from ui import page_setup, plain
+from mscompare.predict import (ACCEPTED, MAX_MB, ImageError, PredictionError, canvas_image, display_copy,
+                               finished_runs, load_runs, load_set, open_image, predict, run_label, upload_types)
+from ui import page_setup, plain, service
 
 page_setup("pages/predict.py")
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+PAD = 280  # the drawing pad's side in pixels: 10x an MNIST digit
 
 
 @st.cache_resource(show_spinner="Loading and verifying the checkpoints...")
 def models(name: str, manifest_stamp: int):
     """Verified (sha256) once per set and manifest version; a re-shipped set is loaded again."""
     return load_set(name)
+
+
+@st.cache_resource(show_spinner="Loading the runs' checkpoints...", max_entries=16)
+def run_models(_store, ids: tuple[str, ...], stamp: tuple):
+    """Loaded once per choice of runs (and checkpoint file versions)."""
+    return load_runs(_store, list(ids))
 
 
 def manifest_stamp() -> int:
@@ -26,36 +33,89 @@ def manifest_stamp() -> int:
         return 0
 
 
+def file_stamp(path) -> int:
+    try:
+        return Path(path).stat().st_mtime_ns
+    except (OSError, TypeError):
+        return 0
+
+
+def run_choice(row: dict) -> str:
+    acc = f", {row['test_acc']:.1%}" if row.get("test_acc") is not None else ""
+    return f"{run_label(row)}: {row['dataset']}{acc}"
+
+
 st.title("Predict")
 c1, c2 = st.columns([1, 2])
-which = c1.radio("Checkpoint set", ["mnist", "cifar10"], horizontal=True)
+origin = c1.radio("Checkpoints", ["Shipped sets", "My runs"], horizontal=True,
+                  help="the shipped MNIST and CIFAR-10 models, or the finished runs of the run store")
+if origin == "Shipped sets":
+    which = c1.radio("Checkpoint set", ["mnist", "cifar10"], horizontal=True)
+    sample_sets, what = [which], f"the {which} checkpoints"
+    try:
+        loaded = models(which, manifest_stamp())
+    except Exception as e:  # noqa: BLE001 - missing, damaged or mismatched checkpoints
+        st.error(f"Can't load {what}: {plain(e)}")
+        st.stop()
+else:
+    store = service().store
+    rows = {r["id"]: r for r in finished_runs(store)}
+    if not rows:
+        st.info("No finished run with a checkpoint yet: train one on the Train page, or use a shipped set.")
+        st.stop()
+    picked = c1.multiselect("Finished runs", list(rows), default=list(rows)[:1],
+                            format_func=lambda i: run_choice(rows[i]),
+                            help="newest first; runs on different data or image sizes can be mixed")
+    if not picked:
+        st.info("Choose one or more finished runs.")
+        st.stop()
+    sample_sets = sorted({rows[i]["dataset"] for i in picked if (SAMPLES / rows[i]["dataset"]).is_dir()})
+    what = "the runs' checkpoints"
+    try:
+        loaded = run_models(store, tuple(picked), tuple(file_stamp(rows[i]["checkpoint"]) for i in picked))
+    except Exception as e:  # noqa: BLE001 - a deleted or damaged checkpoint file
+        st.error(f"Can't load {what}: {plain(e)}")
+        st.stop()
+
 invert = c1.selectbox("Invert colours", ["auto", "yes", "no"],
-                      help="auto inverts images with a light background for the MNIST models")
-source = c2.radio("Input", ["Upload", "Sample"], horizontal=True)
+                      help="auto inverts images with a light background for the digit (1-channel) models")
+digits = all(cfg.in_channels == 1 for _, cfg, _ in loaded.values())
+source = c2.radio("Input", ["Upload", "Sample", "Draw"] if digits else ["Upload", "Sample"], horizontal=True)
 src = name = None
 if source == "Upload":
     upload = c2.file_uploader(f"Upload an image ({ACCEPTED}, up to {MAX_MB} MB)", type=upload_types(),
                               max_upload_size=MAX_MB)
     if upload is not None:
         src, name = upload.getvalue(), upload.name
-else:
-    samples = sorted((SAMPLES / which).glob("*.png"))
-    sample = c2.selectbox("Sample test image", [p.name for p in samples], index=None)
+elif source == "Sample":
+    samples = {(p.name if len(sample_sets) == 1 else f"{d}/{p.name}"): p
+               for d in sample_sets for p in sorted((SAMPLES / d).glob("*.png"))}
+    if not samples:
+        c2.info("No sample images for these runs' data: upload or draw an image instead.")
+    sample = c2.selectbox("Sample test image", list(samples), index=None)
     if sample:
-        src, name = SAMPLES / which / sample, sample
+        src, name = samples[sample], sample
+else:
+    try:
+        from streamlit_drawable_canvas import st_canvas
+
+        with c2:
+            pad = st_canvas(stroke_width=22, stroke_color="#FFFFFF", background_color="#000000", height=PAD,
+                            width=PAD, drawing_mode="freedraw", return_image_data=True, key="pad")
+    except Exception as e:  # noqa: BLE001 - the component missing or refused by this Streamlit
+        st.error(f"The drawing pad is not available: {plain(e)}")
+        st.stop()
+    if (pad.json_data or {}).get("objects") and pad.image_data is not None:
+        src, name = pad.image_data, "drawing"
 
 if src is None:
-    st.info("Upload an image." if source == "Upload" else "Choose a sample.")
+    st.info({"Upload": "Upload an image.", "Sample": "Choose a sample.",
+             "Draw": "Draw a digit on the pad (white on black)."}[source])
     st.stop()
 try:
-    image = open_image(src, name=name)
+    image = canvas_image(src) if source == "Draw" else open_image(src, name=name)
 except ImageError as e:
-    st.error(f"Can't use this file: {plain(e)}")
-    st.stop()
-try:
-    loaded = models(which, manifest_stamp())
-except Exception as e:  # noqa: BLE001 - missing, damaged or mismatched checkpoints
-    st.error(f"Can't load the {which} checkpoints: {plain(e)}")
+    st.error(f"Can't use the drawing: {plain(e)}" if source == "Draw" else f"Can't use this file: {plain(e)}")
     st.stop()
 try:
     result = predict(loaded, image, invert)
@@ -65,10 +125,25 @@ except (ImageError, PredictionError) as e:
 
 st.image(display_copy(image), caption=f"{image.width}x{image.height}, mode {image.mode}", width=160)
 st.text(name)
+show_cam = st.toggle("Show class-activation maps",
+                     help="Grad-CAM on each model's last unit: where in the input it found the evidence for its "
+                          "top class (red: most), at the size of the input it saw")
+maps = {}
+if show_cam:
+    from mscompare.cam import explain, overlay
+
+    try:
+        maps = explain(loaded, result["inputs"])
+    except Exception as e:  # noqa: BLE001 - the predictions still show
+        st.warning(f"Can't compute the class-activation maps: {plain(e)}")
 cols = st.columns(len(loaded))
 for col, model in zip(cols, loaded):
-    col.markdown(f"**{model}**")
+    col.markdown(f"**{model}**")  # a model name and a run id's hex tail: no user text
     col.image(result["inputs"][model], caption="what the model saw", width=96, clamp=True)
+    if model in maps:
+        m = maps[model]
+        col.image(overlay(result["inputs"][model], m["heatmap"]), width=96,
+                  caption=f"evidence for {m['label']}")
     for t in result["predictions"][model]:
         col.progress(t["prob"], text=f"{plain(t['label'])}: {t['prob']:.1%}")
     col.caption(f"{result['latency_ms'][model]:.1f} ms")

@@ -192,7 +192,7 @@ def test_markdown_in_a_file_name_is_not_rendered(app_env):
 def test_input_is_chosen_explicitly(app_env):
     at = predict_page()
     radio = next(r for r in at.radio if r.label == "Input")
-    assert radio.options == ["Upload", "Sample"]
+    assert radio.options == ["Upload", "Sample", "Draw"]  # Draw: the mnist models are digit (1-channel) models
     at.file_uploader[0].set_value(("tiny.png", CORPUS["tiny_8x8.png"][0], "image/png")).run()
     assert "tiny.png" in [t.value for t in at.text]
     radio.set_value("Sample").run()
@@ -207,3 +207,12 @@ def test_upload_limits_agree(app_env):
     up = predict_page().file_uploader[0]
     assert sorted(t.lstrip(".") for t in up.allowed_type) == upload_types()
     assert {"png", "jpg", "jpeg", "bmp", "webp", "gif"} <= set(upload_types()) and "tif" not in upload_types()
+
+
+def test_drawing_pad_is_a_third_input_for_digit_models(app_env):
+    at = predict_page()
+    next(r for r in at.radio if r.label == "Input").set_value("Draw").run()
+    assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
+    assert not at.file_uploader and any("Draw a digit" in i.value for i in at.info)  # the pad, still empty
+    next(r for r in at.radio if r.label == "Checkpoint set").set_value("cifar10").run()
+    assert not at.exception and next(r for r in at.radio if r.label == "Input").options == ["Upload", "Sample"]

@@ -1,4 +1,4 @@
-"""Prediction: image decoding of every format and mode, preprocessing, errors, and the shipped checkpoints."""
+"""Prediction: decoding of every format and mode, drawings, preprocessing, errors, shipped checkpoints and runs."""
 import copy
 import io
 import json
@@ -12,10 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, digits_npz
 from mscompare.checkpoints import CheckpointError, load_checkpoint, read_manifest, save_checkpoint, sha256, write_manifest
-from mscompare.predict import (MAX_BYTES, ImageError, PredictionError, display_copy, load_set, open_image, predict,
-                               predict_files, preprocess)
+from mscompare.predict import (MAX_BYTES, ImageError, PredictionError, canvas_image, display_copy, finished_runs,
+                               load_runs, load_set, open_image, predict, predict_files, preprocess, run_label)
+from mscompare.runs import RunStore
 
 MODELS = {"alexnet", "mobilenet", "googlenet", "ms_concat", "ms_add"}
 SAMPLES = ROOT / "samples"
@@ -243,3 +244,128 @@ def test_non_finite_output_is_an_error_not_nan():
     del models["ms_add"]
     results, failed = predict_files(models, [seven])
     assert not failed and json.dumps([r["predictions"] for r in results], allow_nan=False)
+
+
+def pad_drawing(side=280):
+    """What the drawing pad sends: a white '1' stroke (anti-aliased edges: half alpha) on a transparent pad."""
+    a = np.zeros((side, side, 4), np.uint8)
+    a[60:220, 128:152] = (255, 255, 255, 255)
+    a[60:220, 126:128] = a[60:220, 152:154] = (255, 255, 255, 128)
+    return a
+
+
+def test_drawing_pad_matches_the_same_png_upload():
+    drawn = pad_drawing()
+    opaque = drawn.copy()  # the pad with its black background painted in
+    opaque[..., :3] = (drawn[..., :3].astype(np.uint16) * drawn[..., 3:] // 255).astype(np.uint8)
+    opaque[..., 3] = 255
+    upload = open_image(encode(Image.fromarray(opaque[..., :3]), "PNG"), name="seen.png")  # the picture the user saw
+    for channels, size in ((1, 28), (3, 32)):
+        want = preprocess(upload, channels, size)
+        for arr in (drawn, opaque, opaque[..., :3]):
+            assert np.array_equal(preprocess(canvas_image(arr), channels, size), want)
+    seen = preprocess(canvas_image(drawn), 1, 28)
+    assert seen.max() > 200 and seen[0, 0, 0] == 0  # light ink on black, like MNIST (not white on white paper)
+    tops = predict(load_set("mnist"), canvas_image(drawn))["predictions"]
+    assert sum(t[0]["label"] == "1" for t in tops.values()) >= 3, tops
+    for bad in (None, np.zeros((0, 0, 4), np.uint8), np.zeros((5, 5), np.uint8)):
+        with pytest.raises(ImageError, match="the drawing pad sent no image"):
+            canvas_image(bad)
+
+
+@pytest.fixture(scope="module")
+def trained_runs(app_env, tmp_path_factory):
+    """Two tiny runs of different input shapes, trained by the CLI into the app's run store: run ids by name."""
+    data = tmp_path_factory.mktemp("rundata")
+    digits_npz(data, "tinydigits", n_train=200, n_test=64)
+    digits_npz(data, "tinycolor", n_train=200, n_test=64, size=32, channels=3)
+    ids = {}
+    for model, ds in (("mobilenet", "tinydigits"), ("ms_add", "tinycolor")):
+        p = subprocess.run([sys.executable, "-m", "mscompare", "train", "--model", model, "--dataset", ds,
+                            "--data-root", str(data), "--iters", "20", "--width", "8", "--batch-size", "32",
+                            "--eval-every", "10", "--runs-dir", str(app_env / "runs"), "--json"],
+                           capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert p.returncode == 0, p.stderr
+        ids[ds] = json.loads(p.stdout.strip().splitlines()[-1])["run_id"]
+    return ids
+
+
+def predict_cli(*args):
+    return subprocess.run([sys.executable, "-m", "mscompare", "predict", *args], capture_output=True, text=True,
+                          timeout=180, cwd=ROOT)
+
+
+def test_predict_cli_with_runs(app_env, trained_runs, tmp_path):
+    runs = str(app_env / "runs")
+    a, b = trained_runs["tinydigits"], trained_runs["tinycolor"]
+    img = tmp_path / "square.png"
+    x = np.full((28, 28), 10, np.uint8)
+    x[4:12, 16:24] = 230  # the 'tr' class of tinydigits
+    Image.fromarray(x).save(img)
+    p = predict_cli("--run", a, "--runs-dir", runs, str(img), "--json")
+    assert p.returncode == 0, p.stderr
+    [out] = json.loads(p.stdout)
+    label = f"mobilenet (run {a.rsplit('-', 1)[-1]})"
+    assert list(out["predictions"]) == [label]
+    assert {t["label"] for t in out["predictions"][label]} <= {"tl", "tr", "bl", "br"}
+    cams = tmp_path / "cams"  # a 1-channel 28x28 and a 3-channel 32x32 run together, each with its own input
+    p = predict_cli("--run", a, "--run", b, "--runs-dir", runs, "--cam", str(cams), str(img),
+                    str(SAMPLES / "mnist" / "7_0.png"), "--json")
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    assert [len(r["predictions"]) for r in res] == [2, 2] and len(list(cams.glob("*.png"))) == 4
+    p = predict_cli("--run", "20990101-000000-abcdef", "--runs-dir", runs, str(img))
+    assert p.returncode == 1 and "no run '20990101-000000-abcdef'" in p.stderr and "Traceback" not in p.stderr
+    p = predict_cli("--run", a, "--runs-dir", str(tmp_path / "nowhere"), str(img))
+    assert p.returncode == 1 and "no run store" in p.stderr and not (tmp_path / "nowhere").exists()
+    for args in (["--set", "mnist", "--run", a], []):
+        p = predict_cli(*args, str(img))
+        assert p.returncode == 2 and ("not allowed with" in p.stderr or "one of the arguments" in p.stderr), p.stderr
+
+
+def test_load_runs_errors(tmp_path, trained_runs, app_env):
+    src = RunStore(app_env / "runs")
+    row = src.get(trained_runs["tinydigits"])
+    models = load_runs(src, [row["id"], row["id"]])  # a repeated id once
+    assert list(models) == [run_label(row)] and models[run_label(row)][1].in_channels == 1
+    assert row["id"] in [r["id"] for r in finished_runs(src)]
+    store = RunStore(tmp_path / "runs")
+    model, cfg, meta = load_checkpoint(row["checkpoint"])
+    from mscompare.config import TrainConfig
+
+    queued = store.create(cfg, TrainConfig(dataset="tinydigits"))
+    gone = store.create(cfg, TrainConfig(dataset="tinydigits"))
+    store.update(gone, status="done", checkpoint=str(tmp_path / "deleted.safetensors"))
+    bare = store.create(cfg, TrainConfig(dataset="tinydigits"))
+    store.update(bare, status="done")
+    for ids, msg in (([], "no runs chosen"), (["nope"], "no run 'nope'"), ([queued], "is queued, not done"),
+                     ([gone], "deleted.safetensors is missing"), ([bare], "saved no checkpoint")):
+        with pytest.raises(CheckpointError, match=msg):
+            load_runs(store, ids)
+    assert finished_runs(store) == []
+
+
+def test_predict_page_with_runs_and_maps(app_env, trained_runs):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/predict.py").run()
+    next(r for r in at.radio if r.label == "Checkpoints").set_value("My runs").run()
+    assert not at.exception, [e.value for e in at.exception]
+    picker = next(m for m in at.multiselect if m.label == "Finished runs")
+    picker.set_value([trained_runs["tinydigits"], trained_runs["tinycolor"]]).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert next(r for r in at.radio if r.label == "Input").options == ["Upload", "Sample"]  # a 3-channel run: no pad
+    at.file_uploader[0].set_value(("seven.png", (SAMPLES / "mnist" / "7_0.png").read_bytes(), "image/png")).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    names = [m.value.strip("*") for m in at.markdown if m.value.startswith("**")]
+    assert names == [f"{m} (run {trained_runs[d].rsplit('-', 1)[-1]})"
+                     for m, d in (("mobilenet", "tinydigits"), ("ms_add", "tinycolor"))]
+    assert len(at.get("progress")) == 6 and len(at.get("image")) == 3
+    next(t for t in at.toggle if t.label == "Show class-activation maps").set_value(True).run()
+    assert not at.exception and not at.error and not at.warning
+    assert len(at.get("image")) == 5  # the upload, 2 model inputs, 2 maps
+    picker = next(m for m in at.multiselect if m.label == "Finished runs")
+    picker.set_value([trained_runs["tinydigits"]]).run()
+    assert not at.exception and next(r for r in at.radio if r.label == "Input").options == ["Upload", "Sample", "Draw"]
