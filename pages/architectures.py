@@ -1,12 +1,39 @@
-"""Architectures page: sliders for units and width; params/MACs table, charts, per-layer view, unit structure."""
+"""Architectures page: sliders for units and width; params/MACs/speed/accuracy table, charts, unit diagrams."""
+import time
+
+import pandas as pd
 import plotly.express as px
 import streamlit as st
 
 from mscompare.config import DATASETS, config_for
-from mscompare.models import get_unit, list_units
-from ui import compare_table, layer_profile, page_setup
+from mscompare.diagram import unit_dot
+from mscompare.models import ModelConfig, get_unit, list_units
+from mscompare.speed import measure_all, torch_threads
+from ui import compare_table, layer_profile, page_setup, service
 
 page_setup("pages/architectures.py")
+
+
+@st.cache_data(show_spinner="Measuring latency and training speed of every model on this machine...",
+               max_entries=64)
+def speed_table(dataset: str, units: int | None, width: int) -> tuple[pd.DataFrame, str]:
+    df = measure_all(dataset, units, width)
+    return df, time.strftime("%H:%M:%S")
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def diagram(cfg_dict: dict) -> str:
+    return unit_dot(ModelConfig.from_dict(cfg_dict))
+
+
+def best_accuracy(dataset: str, width: int) -> pd.DataFrame:
+    """Finished runs at this dataset and width: best test accuracy (%) and run count per model and units."""
+    runs = service().runs(status="done")
+    runs = runs[(runs["dataset"] == dataset) & (runs["width"] == width) & runs["test_acc"].notna()
+                & runs["units"].notna()]
+    acc = runs.groupby(["model", "units"], as_index=False).agg(accuracy=("test_acc", "max"), runs=("id", "count"))
+    return acc.astype({"units": int}).assign(accuracy=(acc["accuracy"] * 100).round(2))
+
 
 st.title("Architectures")
 c1, c2, c3 = st.columns(3)
@@ -15,28 +42,56 @@ units = c2.slider("Units per network (0 = paper's)", 0, 4, 0, key="arch_units",
                   help="0 uses the paper's count: 2 on MNIST, 3 on CIFAR-10 and SVHN; GoogLeNet 2 on all.")
 width = c3.slider("Width (maps per unit)", 8, 128, 32, step=8)
 
-df = compare_table(dataset, units or None, width)
+with torch_threads(1):  # batch-1 traces of tiny nets: a second thread only waits, and on a busy machine it spins
+    df = compare_table(dataset, units or None, width)
+df = df.merge(best_accuracy(dataset, width), on=["model", "units"], how="left")
+measure = st.toggle("Measure speed on this machine", key="arch_speed",
+                    help="Batch-1 inference latency (median, after warm-up) with 1 thread and with this process's "
+                         "default, and training images/s (Adam, batch 128, random data). A few seconds per "
+                         "setting, then cached.")
+speed_cols = []
+if measure:
+    speed, when = speed_table(dataset, units or None, width)
+    df = df.merge(speed, on=["model", "units"], how="left")
+    speed_cols = ["latency_1t_ms", "latency_ms", "train_img_s"]
 st.subheader(f"Every unit type on {dataset}, width {width}")
 st.caption("Units per network: " + ", ".join(f"{m} {u}" for m, u in zip(df["model"], df["units"]))
            + (" (the paper's counts)" if not units else ""))
-st.dataframe(df[["model", "units", "params", "unit_params", "macs", "bn_macs", "unit_ratio", "params_ratio",
-                 "macs_ratio"]], hide_index=True,
+st.dataframe(df[["model", "units", "accuracy", "runs", "params", "unit_params", "macs", "bn_macs", *speed_cols,
+                 "unit_ratio", "params_ratio", "macs_ratio"]], hide_index=True,
              column_config={"macs": st.column_config.NumberColumn("MACs / image (conv+FC)", format="%d"),
                             "bn_macs": st.column_config.NumberColumn("BatchNorm ops / image", format="%d"),
                             "params": st.column_config.NumberColumn(format="%d"),
-                            "unit_params": st.column_config.NumberColumn(format="%d")})
+                            "unit_params": st.column_config.NumberColumn(format="%d"),
+                            "accuracy": st.column_config.NumberColumn("best test acc %", format="%.2f"),
+                            "runs": st.column_config.NumberColumn("finished runs", format="%d"),
+                            "latency_1t_ms": st.column_config.NumberColumn("latency ms (1 thread)", format="%.2f"),
+                            "latency_ms": st.column_config.NumberColumn(
+                                f"latency ms ({int(df['threads'].iloc[0]) if measure else ''} threads)",
+                                format="%.2f"),
+                            "train_img_s": st.column_config.NumberColumn("train img/s (batch 128)", format="%.0f")})
 st.caption("MACs are fvcore's conv and linear multiply-adds (one multiply-add = 1); BatchNorm is counted apart. "
            "Not counted by fvcore: "
-           + (", ".join(sorted({o for ops in df["uncounted_ops"] for o in ops.split(", ") if o})) or "nothing"))
+           + (", ".join(sorted({o for ops in df["uncounted_ops"] for o in ops.split(", ") if o})) or "nothing")
+           + ". Accuracy: the best finished run stored at this dataset, unit count and width (any preset).")
+if measure:
+    st.caption(f"Speed measured on this machine's CPU at {when}, with whatever else was running at the time.")
+    if st.button("Measure again"):
+        speed_table.clear(dataset, units or None, width)
+        st.rerun()
 b1, b2, b3 = st.columns(3)
 for col, y, title in ((b1, "params", "Parameters"), (b2, "unit_params", "Parameters per unit"),
                       (b3, "macs", "MACs per image")):
     col.plotly_chart(px.bar(df, x="model", y=y, color="model", title=title).update_layout(showlegend=False))
 
-model = st.selectbox("Per-layer breakdown of", list_units(), index=list_units().index("ms_add"))
+model = st.selectbox("Unit diagram and per-layer breakdown of", list_units(), index=list_units().index("ms_add"))
 cfg = config_for(model, dataset, units=units or None, width=width)
-layers, n_unit = layer_profile(cfg.to_dict())
+with torch_threads(1):
+    layers, n_unit = layer_profile(cfg.to_dict())
 left, right = st.columns([3, 2])
-left.dataframe(layers, hide_index=True, height=420)
-right.text(f"One {model} unit ({n_unit:,} parameters)")
-right.code(repr(get_unit(model)(cfg)), language="text")
+left.graphviz_chart(diagram(cfg.to_dict()))
+left.caption(f"One {model} unit ({n_unit:,} parameters), traced from the module with torch.fx; "
+             "conv + BN (+ ReLU) drawn as one box.")
+right.dataframe(layers, hide_index=True, height=420)
+with st.expander(f"The {model} unit as PyTorch prints it"):
+    st.code(repr(get_unit(model)(cfg)), language="text")
