@@ -1,7 +1,9 @@
 """Training throughput: our trainer vs a plain torchvision/PIL/DataLoader baseline, side by side in one process.
 
-    python bench/throughput.py [--data-root ../shared/datasets] [--iters 40] [--job] [--process-ab]
+    python bench/throughput.py [--data-root ../shared/datasets] [--iters 40] [--job] [--process-ab] [--device cpu|cuda]
     python bench/throughput.py --compile-ab
+
+Both sides run on --device: on CUDA the baseline's batches move to the GPU each step, and the peak is the GPU's.
 
 Prints images/s per model and dataset shape, the ratio ours/baseline, achieved GFLOP/s as a fraction of
 this machine's fp32 matmul GFLOP/s (measured in the same run), and with --job the wall time of the
@@ -48,10 +50,10 @@ def baseline_loader(data, mean, std, shuffle=True, batch_size=128):
     return DataLoader(PILArrays(data.x.numpy(), data.y.numpy(), tf), batch_size=batch_size, shuffle=shuffle)
 
 
-def baseline_train(cfg, tcfg, train_data, test_data=None, timed=None):
+def baseline_train(cfg, tcfg, train_data, test_data=None, timed=None, device="cpu"):
     """Straightforward loop: NCHW model, DataLoader, default settings. Returns images/s (and accuracy)."""
     torch.manual_seed(tcfg.seed)
-    model = build_model(cfg)
+    model = build_model(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
     mean, std = train_data.mean_std()
     it, t_train, start = 0, 0.0, None
@@ -60,6 +62,7 @@ def baseline_train(cfg, tcfg, train_data, test_data=None, timed=None):
             if it == 2:
                 start = time.perf_counter()  # skip warm-up
             model.train()
+            x, y = x.to(device), y.to(device)
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
@@ -69,20 +72,25 @@ def baseline_train(cfg, tcfg, train_data, test_data=None, timed=None):
                 t_train += time.perf_counter() - start
                 model.eval()
                 with torch.no_grad():
-                    [model(xb) for xb, _ in baseline_loader(test_data, mean, std, False, 1000)]
+                    [model(xb.to(device)) for xb, _ in baseline_loader(test_data, mean, std, False, 1000)]
                 start = time.perf_counter()
             if it >= tcfg.iters:
                 break
+    if device != "cpu":
+        torch.cuda.synchronize()
     t_train += time.perf_counter() - start
     return (tcfg.iters - 2) * tcfg.batch_size / t_train
 
 
-def matmul_gflops(dtype=torch.float32, n=2048, reps=10) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def matmul_gflops(dtype=torch.float32, n=2048, reps=10, device="cpu") -> float:
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     a @ b
+    sync()
     t = time.perf_counter()
     for _ in range(reps):
         a @ b
+    sync()
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
@@ -132,16 +140,14 @@ def cli_rate(model, dataset, root, iters, threads, env=None) -> float:
 
 
 def process_ab(model, dataset, root, iters):
-    """malloc tuned vs glibc default, and two 1-thread processes side by side vs one 2-thread process."""
+    """Two 1-thread processes side by side vs one 2-thread process (the run manager's default concurrency)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    tuned = cli_rate(model, dataset, root, iters, 2)
-    default = cli_rate(model, dataset, root, iters, 2, {"MSCOMPARE_MALLOC": "default"})
+    one = cli_rate(model, dataset, root, iters, 2)
     with ThreadPoolExecutor(2) as ex:
         pair = sum(ex.map(lambda _: cli_rate(model, dataset, root, iters, 1), range(2)))
-    print(f"{model} on {dataset}, separate processes: malloc tuned {tuned:.0f} img/s vs glibc default "
-          f"{default:.0f} ({tuned / default:.2f}x); two 1-thread runs side by side {pair:.0f} img/s in total vs "
-          f"one 2-thread run {tuned:.0f} ({pair / tuned:.2f}x)")
+    print(f"{model} on {dataset}, separate processes: two 1-thread runs side by side {pair:.0f} img/s in total "
+          f"vs one 2-thread run {one:.0f} ({pair / one:.2f}x)")
 
 
 def compile_ab(models, dataset, steps=20) -> None:
@@ -181,7 +187,8 @@ def main():
     ap.add_argument("--datasets", nargs="+", default=["mnist", "cifar10"])
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--job", action="store_true", help="also time all five models under the quick preset")
-    ap.add_argument("--process-ab", action="store_true", help="also A/B malloc tuning and 2x1 vs 1x2 threads")
+    ap.add_argument("--process-ab", action="store_true", help="also A/B 2x1 vs 1x2 threads in separate processes")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both sides train")
     ap.add_argument("--compile-ab", action="store_true", help="only A/B eager vs torch.compile training steps")
     a = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -189,22 +196,27 @@ def main():
         for d in a.datasets:
             compile_ab(a.models, d)
         return
-    peak = matmul_gflops()
-    print(f"fp32 matmul: {peak:.0f} GFLOP/s; bf16 matmul: {matmul_gflops(torch.bfloat16, n=512, reps=2):.1f} GFLOP/s")
+    dev = a.device
+    if dev == "cuda" and not torch.cuda.is_available():
+        sys.exit("throughput: --device cuda, but no CUDA GPU is available here")
+    peak = matmul_gflops(device=dev, n=8192 if dev == "cuda" else 2048)
+    print(f"{dev}: fp32 matmul {peak:.0f} GFLOP/s (the ceiling below); bf16 matmul "
+          f"{matmul_gflops(torch.bfloat16, n=8192 if dev == 'cuda' else 512, reps=2, device=dev):.1f} GFLOP/s")
     print(f"depthwise 3x3 fwd+bwd, channels_last vs NCHW: {dw_layout_speedup():.2f}x faster")
     data = {d: load_dataset(d, a.data_root) for d in a.datasets}
     for d in a.datasets:
         ours, base = pipeline_rates(data[d][0])
         print(f"batch pipeline alone, {d}: ours {ours:,.0f} img/s, PIL DataLoader {base:,.0f} img/s")
     rows = []
-    for d in a.datasets:  # baselines first: our trainer tunes malloc process-wide, the baseline must not get it
+    for d in a.datasets:
         for m in a.models:
             tcfg = preset("paper", d, iters=a.iters, eval_every=a.iters)
-            rows.append([d, m, baseline_train(config_for(m, d), tcfg, data[d][0])])
+            rows.append([d, m, baseline_train(config_for(m, d), tcfg, data[d][0], device=dev)])
     for row in rows:
         d, m = row[0], row[1]
-        tcfg = preset("paper", d, iters=a.iters, eval_every=a.iters, eval_subset=200)
-        train(config_for(m, d), preset("paper", d, iters=3, eval_every=3, eval_subset=200), *data[d])  # warm-up
+        tcfg = preset("paper", d, iters=a.iters, eval_every=a.iters, eval_subset=200, device=dev)
+        train(config_for(m, d), preset("paper", d, iters=3, eval_every=3, eval_subset=200, device=dev),
+              *data[d])  # warm-up
         res = train(config_for(m, d), tcfg, data[d][0], data[d][1])
         macs = profile_model(config_for(m, d)).macs
         gflops = 6 * macs * res["images_per_s"] / 1e9  # forward + backward ~ 3 x forward, 2 FLOPs per MAC
@@ -220,11 +232,11 @@ def main():
         tr, te = data[d]
         t = time.perf_counter()
         for m in a.models:
-            baseline_train(config_for(m, d), preset("quick", d), tr, te.stratified(2000))
+            baseline_train(config_for(m, d), preset("quick", d), tr, te.stratified(2000), device=dev)
         tb = time.perf_counter() - t
         t = time.perf_counter()
         for m in a.models:
-            train(config_for(m, d), preset("quick", d), tr, te)
+            train(config_for(m, d), preset("quick", d, device=dev), tr, te)
         to = time.perf_counter() - t
         print(f"\nwhole job, five models x quick preset on {d}: baseline {tb:.0f} s, ours {to:.0f} s "
               f"({tb / to:.2f}x)")

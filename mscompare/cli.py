@@ -30,7 +30,7 @@ def cmd_info(a) -> int:
         print(df.to_json(orient="records"))
     else:
         cols = ["model", "units", "params", "unit_params", "macs", "unit_ratio", "params_ratio", "macs_ratio"]
-        print(f"{a.dataset}: width {a.width}; MACs per image (fvcore 'flops' = multiply-adds)")
+        print(f"{a.dataset}: width {a.width}; conv + linear MACs per image (fvcore; one multiply-add = 1)")
         print(df[cols].to_string(index=False))
     return 0
 
