@@ -57,25 +57,26 @@ if measure:
 st.subheader(f"Every unit type on {dataset}, width {width}")
 st.caption("Units per network: " + ", ".join(f"{m} {u}" for m, u in zip(df["model"], df["units"]))
            + (" (the paper's counts)" if not units else ""))
-st.dataframe(df[["model", "units", "accuracy", "runs", "params", "unit_params", "macs", "bn_macs", *speed_cols,
+st.dataframe(df[["model", "units", "accuracy", "runs", "params", "macs", *speed_cols, "unit_params", "bn_macs",
                  "unit_ratio", "params_ratio", "macs_ratio"]], hide_index=True,
              column_config={"macs": st.column_config.NumberColumn("MACs / image (conv+FC)", format="%d"),
                             "bn_macs": st.column_config.NumberColumn("BatchNorm ops / image", format="%d"),
                             "params": st.column_config.NumberColumn(format="%d"),
                             "unit_params": st.column_config.NumberColumn(format="%d"),
-                            "accuracy": st.column_config.NumberColumn("best test acc %", format="%.2f"),
-                            "runs": st.column_config.NumberColumn("finished runs", format="%d"),
-                            "latency_1t_ms": st.column_config.NumberColumn("latency ms (1 thread)", format="%.2f"),
+                            "accuracy": st.column_config.NumberColumn("best acc %", format="%.2f"),
+                            "runs": st.column_config.NumberColumn("runs", format="%d"),
+                            "latency_1t_ms": st.column_config.NumberColumn("ms, 1 thread", format="%.2f"),
                             "latency_ms": st.column_config.NumberColumn(
-                                f"latency ms ({int(df['threads'].iloc[0]) if measure else ''} threads)",
+                                f"ms, {int(df['threads'].iloc[0]) if measure else ''} threads",
                                 format="%.2f"),
-                            "train_img_s": st.column_config.NumberColumn("train img/s (batch 128)", format="%.0f")})
+                            "train_img_s": st.column_config.NumberColumn("train img/s", format="%.0f")})
 st.caption("MACs are fvcore's conv and linear multiply-adds (one multiply-add = 1); BatchNorm is counted apart. "
            "Not counted by fvcore: "
            + (", ".join(sorted({o for ops in df["uncounted_ops"] for o in ops.split(", ") if o})) or "nothing")
            + ". Accuracy: the best finished run stored at this dataset, unit count and width (any preset).")
 if measure:
-    st.caption(f"Speed measured on this machine's CPU at {when}, with whatever else was running at the time.")
+    st.caption(f"Speed measured on this machine's CPU at {when}, with whatever else was running at the time: "
+               "ms = median batch-1 inference latency; train img/s = Adam steps at batch 128 on random data.")
     if st.button("Measure again"):
         speed_table.clear(dataset, units or None, width)
         st.rerun()
