@@ -261,13 +261,18 @@ class RunManager:
             proc.stdin.write(json.dumps(job) + "\n")
             proc.stdin.close()
             final = None
-            for line in proc.stdout:
-                ev = json.loads(line)
-                if ev.get("event") == "progress":
-                    apply_event(self.store, rid, ev)
-                    self._set(rid, **{k: v for k, v in ev.items() if k != "event"})
-                else:
-                    final = ev
+            try:
+                for line in proc.stdout:
+                    ev = json.loads(line)
+                    if ev.get("event") == "progress":
+                        apply_event(self.store, rid, ev)
+                        self._set(rid, **{k: v for k, v in ev.items() if k != "event"})
+                    else:
+                        final = ev
+            except BaseException:  # e.g. the store can't be written: stop the worker, then report the run failed
+                _signal(proc, signal.SIGKILL)
+                proc.wait()
+                raise
             code = proc.wait()
             errlog.seek(0)
             err = errlog.read()[-4000:]

@@ -21,7 +21,8 @@ with st.form("start"):
     models = st.multiselect("Models", list_units(), default=list_units())
     c1, c2, c3, c4 = st.columns(4)
     dataset = c1.selectbox("Dataset", list(found), help="Datasets found under " +
-                           ", ".join(str(r) for r in data_roots()))
+                           ", ".join(str(r) for r in data_roots()) + ". To add one, put a folder there with "
+                           "train.npz + test.npz, or train/<class>/ and test/<class>/ images, and reload.")
     preset_name = c2.selectbox("Preset", list(PRESETS), index=list(PRESETS).index("quick"),
                                help="paper: batch 128, 5,000 iterations (MNIST/CIFAR-10), test every 100; "
                                     "quick: 300 iterations; modern: the paper's budget with SGD one-cycle")

@@ -241,3 +241,21 @@ def test_cli_skips_bad_files_and_resizes_image_folders_when_asked(tmp_path):
     p = run("--skip-bad", "--image-size", "28")
     assert p.returncode == 0, p.stderr
     assert "skipped 1 bad file" in p.stderr and json.loads(p.stdout.splitlines()[-1])["test_acc"] >= 0
+
+
+def test_a_store_that_fails_while_the_app_trains_fails_that_run_and_stops_its_worker(tmp_path, monkeypatch):
+    digits_npz(tmp_path)
+    store = RunStore(tmp_path / "runs")
+    mgr = RunManager(store, concurrency=1)
+
+    def full(*a):
+        raise StoreError(f"can't write the run store {store.path}: database or disk is full")
+
+    monkeypatch.setattr(store, "add_point", full)
+    rid = mgr.submit(SMALL, tcfg(tmp_path, iters=100000))
+    assert mgr.wait(timeout=60)
+    assert mgr.snapshot(rid)["status"] == "failed" and "disk is full" in mgr.snapshot(rid)["message"]
+    assert not mgr._procs  # the worker was stopped, not left training
+    monkeypatch.undo()
+    ok = mgr.submit(SMALL, tcfg(tmp_path))
+    assert mgr.wait(timeout=60) and store.get(ok)["status"] == "done"
