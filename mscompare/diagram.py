@@ -77,7 +77,10 @@ def channels(node: fx.Node) -> int | None:
 
 def trace(cfg: ModelConfig) -> fx.GraphModule:
     """The unit of `cfg` traced by torch.fx, with each node's output shape (for the channel counts)."""
-    gm = fx.symbolic_trace(get_unit(cfg.model)(cfg).eval())
+    try:
+        gm = fx.symbolic_trace(get_unit(cfg.model)(cfg).eval())
+    except Exception as e:  # data-dependent control flow, untraceable calls: torch.fx's own message says which
+        raise ValueError(f"the {cfg.model} unit can't be traced by torch.fx, so it has no diagram: {e}") from e
     side = max(cfg.input_size // 2, 1)  # a unit sees the stem's pooled maps; the size changes no label
     with torch.no_grad():
         ShapeProp(gm).propagate(torch.zeros(1, cfg.width, side, side))

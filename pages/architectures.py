@@ -90,7 +90,10 @@ cfg = config_for(model, dataset, units=units or None, width=width)
 with torch_threads(1):
     layers, n_unit = layer_profile(cfg.to_dict())
 left, right = st.columns([3, 2])
-left.graphviz_chart(diagram(cfg.to_dict()))
+try:
+    left.graphviz_chart(diagram(cfg.to_dict()))
+except ValueError as e:
+    left.info(str(e))
 left.caption(f"One {model} unit ({n_unit:,} parameters), traced from the module with torch.fx; "
              "conv + BN (+ ReLU) drawn as one box.")
 right.dataframe(layers, hide_index=True, height=420)

@@ -184,6 +184,18 @@ def test_diagram_follows_the_config():
     assert [label(plain, b) for a, b, _ in plain_edges if a == res] == ["ReLU"]  # no BN on the sum
 
 
+def test_an_untraceable_unit_is_a_clear_error(monkeypatch):
+    import torch
+
+    class DataDependent(torch.nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x  # control flow on a value: torch.fx can't trace it
+
+    monkeypatch.setattr("mscompare.diagram.get_unit", lambda name: lambda cfg: DataDependent())
+    with pytest.raises(ValueError, match="the alexnet unit can't be traced by torch.fx"):
+        unit_dot(config_for("alexnet", "mnist"))
+
+
 def graphviz_specs(at):
     return [el.proto.spec for el in at.get("graphviz_chart")]
 
