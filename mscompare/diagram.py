@@ -10,7 +10,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from mscompare.models import ModelConfig, get_unit
 
-# The paper's equation for each unit's branch merge (section 3.2); other merges get no equation.
+# The paper's equation for each multi-scale unit's branch merge; other merges get none.
 MERGE_EQUATION = {"ms_concat": "Eq. 2", "ms_add": "Eq. 3"}
 FILL = {"input": "#e8e8e8", "output": "#e8e8e8", "conv": "#dbe9f6", "norm": "#fdf2d0", "act": "#fdf2d0",
         "pool": "#e3f1de", "concat": "#f9dcdc", "add": "#f9dcdc", "other": "#ffffff"}
