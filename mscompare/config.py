@@ -5,7 +5,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from mscompare.models import MAX_UNITS, ModelConfig, get_unit
+from mscompare.models import MAX_UNITS, ModelConfig, check, get_unit, known_fields
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class TrainConfig:
     skip_bad: bool = False  # image folders only: skip corrupt or non-image files and count them
 
     def __post_init__(self) -> None:
-        checks = [
+        check([
             (self.iters >= 1, f"iterations must be >= 1, got {self.iters}"),
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
             (self.eval_every >= 1, f"eval interval must be >= 1, got {self.eval_every}"),
@@ -97,18 +97,14 @@ class TrainConfig:
             (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
             (self.threads >= 0, f"threads must be >= 1 (or 0 for the automatic policy), got {self.threads}"),
             (0 <= self.image_size <= 512, f"image size must be 0 (as stored) to 512, got {self.image_size}"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
+        ])
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**known_fields(cls, d))
 
 
 def preset(name: str, dataset: str, **overrides) -> TrainConfig:

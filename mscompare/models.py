@@ -14,6 +14,19 @@ MAX_WIDTH = 512
 MAX_EXPAND = 4
 
 
+def check(checks: list[tuple[bool, str]]) -> None:
+    """Raise ValueError with the message of the first failed check (the configs' shared validation)."""
+    for ok, msg in checks:
+        if not ok:
+            raise ValueError(msg)
+
+
+def known_fields(cls, d: dict) -> dict:
+    """The entries of `d` that are fields of dataclass `cls` (stored configs may carry retired fields)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a network exactly; stored in every checkpoint and run."""
@@ -35,25 +48,21 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         get_unit(self.model)  # a clear error naming the registered units
-        checks = [(1 <= self.units <= MAX_UNITS, f"units must be 1-{MAX_UNITS}, got {self.units}"),
-                  (8 <= self.width <= MAX_WIDTH and self.width % 8 == 0,
-                   f"width must be a multiple of 8 from 8 to {MAX_WIDTH}, got {self.width}"),
-                  (self.in_channels in (1, 3), f"in_channels must be 1 or 3, got {self.in_channels}"),
-                  (8 <= self.input_size <= 512, f"input_size must be 8-512 pixels, got {self.input_size}"),
-                  (2 <= self.num_classes <= 10000, f"num_classes must be 2-10000, got {self.num_classes}"),
-                  (1 <= self.hidden <= 4096, f"hidden must be 1-4096, got {self.hidden}"),
-                  (1 <= self.expand <= MAX_EXPAND, f"expand must be 1-{MAX_EXPAND}, got {self.expand}")]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
+        check([(1 <= self.units <= MAX_UNITS, f"units must be 1-{MAX_UNITS}, got {self.units}"),
+               (8 <= self.width <= MAX_WIDTH and self.width % 8 == 0,
+                f"width must be a multiple of 8 from 8 to {MAX_WIDTH}, got {self.width}"),
+               (self.in_channels in (1, 3), f"in_channels must be 1 or 3, got {self.in_channels}"),
+               (8 <= self.input_size <= 512, f"input_size must be 8-512 pixels, got {self.input_size}"),
+               (2 <= self.num_classes <= 10000, f"num_classes must be 2-10000, got {self.num_classes}"),
+               (1 <= self.hidden <= 4096, f"hidden must be 1-4096, got {self.hidden}"),
+               (1 <= self.expand <= MAX_EXPAND, f"expand must be 1-{MAX_EXPAND}, got {self.expand}")])
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{"residual_norm": False, **{k: v for k, v in d.items() if k in names}})
+        return cls(**{"residual_norm": False, **known_fields(cls, d)})
 
 
 # The unit registry, shaped like torchvision's models/_api.py: name -> builder(cfg) -> nn.Module (C -> C maps).
