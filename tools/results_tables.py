@@ -86,8 +86,11 @@ def experiments() -> None:
         print("\n### CIFAR-10: expansion N/C = 1 vs 2 (paper preset, residual norm, seeds 0 and 1)\n")
         t = exp.groupby(["model", "expand"]).agg(params=("params", "first"), macs=("macs", "first"),
                                                  seeds=("seed", "count"), acc=("test_acc", pm)).reset_index()
-        mob = 23050  # mobilenet's whole-network params on CIFAR-10 at width 32 (tests/test_models.py by hand)
-        t["params / mobilenet"] = (t["params"] / mob).round(2)
+        from mscompare.models import ModelConfig, unit_params
+
+        mob = unit_params(ModelConfig(model="mobilenet", width=32))
+        t["unit params / mobilenet"] = [round(unit_params(ModelConfig(model=m, width=32, expand=e)) / mob, 2)
+                                        for m, e in zip(t["model"], t["expand"])]
         print(t.to_markdown(index=False))
     tiny = load("tiny-imagenet-subset")
     if not tiny.empty:
