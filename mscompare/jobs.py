@@ -40,9 +40,16 @@ def run_trial(mcfg: ModelConfig, tcfg: TrainConfig, checkpoint: str | None, emit
     from mscompare.data import load_dataset
     from mscompare.train import train
 
+    from mscompare.threads import adapt
+
     train_data, test_data = data or load_dataset(tcfg.dataset, tcfg.data_root, skip_bad=tcfg.skip_bad,
                                                  size=tcfg.image_size or None)
-    res = train(mcfg, tcfg, train_data, test_data, emit, should_stop)
+
+    def progress(ev: dict) -> None:
+        adapt()  # on the training thread: the auto thread policy follows the machine's load
+        emit(ev)
+
+    res = train(mcfg, tcfg, train_data, test_data, progress, should_stop)
     if checkpoint:
         meta = {"classes": train_data.classes, "norm": res["norm"], "dataset": tcfg.dataset, "iters": tcfg.iters,
                 "test_acc": res["test_acc"], "run_id": run_id, "preset": tcfg.preset, "seed": tcfg.seed}
@@ -160,12 +167,21 @@ class RunManager:
             t.start()
 
     def submit(self, model_cfg: ModelConfig, train_cfg: TrainConfig, tag: str = "", batch: str = "") -> str:
-        params, macs = cost(model_cfg)
-        rid = self.store.create(model_cfg, train_cfg, tag, batch, params=params, macs=macs)
-        with self._lock:
-            self._live[rid] = {"status": "queued", "iter": 0, "iters": train_cfg.iters}
-        self._q.put(rid)
-        return rid
+        return self.submit_many([(model_cfg, train_cfg)], tag, batch)[0]
+
+    def submit_many(self, runs: list[tuple[ModelConfig, TrainConfig]], tag: str = "", batch: str = "") -> list[str]:
+        """Queue runs together: all are known as queued before the first starts, so each gets its share of
+        the cores from the start (a lone first run would otherwise take them all)."""
+        ids = []
+        for cfg, train_cfg in runs:
+            params, macs = cost(cfg)
+            rid = self.store.create(cfg, train_cfg, tag, batch, params=params, macs=macs)
+            with self._lock:
+                self._live[rid] = {"status": "queued", "iter": 0, "iters": train_cfg.iters}
+            ids.append(rid)
+        for rid in ids:
+            self._q.put(rid)
+        return ids
 
     def cancel(self, rid: str) -> None:
         """Cancel a queued run at once, a running one within KILL_AFTER seconds (killed if it doesn't stop)."""

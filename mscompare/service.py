@@ -87,7 +87,7 @@ class Service:
             shape = {"in_channels": d.shape[0], "input_size": d.shape[1], "num_classes": len(d.classes)}
         cfgs = [config_for(m, dataset, units=units, width=width, **shape) for m in models]
         batch = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
-        return batch, [self.manager.submit(c, tcfg, tag="app", batch=batch) for c in cfgs]
+        return batch, self.manager.submit_many([(c, tcfg) for c in cfgs], tag="app", batch=batch)
 
     def cancel(self, rid: str) -> None:
         self.manager.cancel(rid)

@@ -109,7 +109,8 @@ def _create(store: RunStore, t: Trial, tag: str) -> str:
 def _run_local(store, todo, tag, workers, ckdir, _address, should_stop, ended):
     """Worker processes on this machine, `workers` at a time (default: the thread policy's concurrency)."""
     mgr = RunManager(store, concurrency=workers, checkpoint_dir=ckdir)
-    pending = {mgr.submit(t.model_config, t.train_config, tag): (i, t, RETRIES) for i, t in todo.items()}
+    ids = mgr.submit_many([(t.model_config, t.train_config) for t in todo.values()], tag)
+    pending = {rid: (i, t, RETRIES) for rid, (i, t) in zip(ids, todo.items())}
     try:
         while pending:
             if should_stop is not None and should_stop():

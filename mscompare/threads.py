@@ -1,18 +1,22 @@
-"""The thread policy for training: how many intra-op threads a run gets and how idle OpenMP threads wait.
+"""The thread policy for training: how many intra-op threads a run gets, adapted to what else keeps the cores busy.
 
-The process that trains owns these settings and sets them once: a worker process before torch loads
-(OpenMP reads OMP_WAIT_POLICY when it starts), the CLI at start-up. bench/shared_machine.py measures
-the candidates alone and beside a busy browser; docs/bench-shared-machine.txt has the numbers behind `auto`.
+The process that trains owns these settings: a worker process, or the CLI. `auto` starts a run with its share
+of the cores (all of them alone, one each for two runs on two cores) and then follows the machine: every
+couple of seconds, on the training thread, it measures how many cores other processes keep busy and trains
+with the cores left (at least one). Two spinning threads on cores that a browser also wants collapse (12.8x
+slower); one thread beside it loses only its fair share. OpenMP's wait policy is left at libgomp's default,
+which was fastest alone; OMP_WAIT_POLICY in the environment overrides it. bench/shared_machine.py measures the
+candidates alone and beside a busy browser; docs/bench-shared-machine.txt has the numbers.
 """
 from __future__ import annotations
 
 import os
 import sys
+import time
 
-# auto: each run gets its share of the cores, and idle OpenMP threads sleep instead of spinning, so a run
-# that shares its cores with the app's own browser and server slows down in proportion instead of collapsing.
-AUTO_WAIT_POLICY = "PASSIVE"
+ADAPT_EVERY = 2.0  # seconds between looks at the machine
 _applied: dict = {}
+_state: dict = {}
 
 
 def cpu_count() -> int:
@@ -23,44 +27,87 @@ def cpu_count() -> int:
 
 
 def auto_concurrency(device: str = "cpu") -> int:
-    """Runs side by side: one per core on CPU (2 single-thread runs beat one 2-thread run 1.33-1.41x on
-    2 cores, bench/throughput.py --process-ab), capped at 4; one at a time on a GPU."""
+    """Runs side by side: one per core on CPU (2 single-thread runs beat one 2-thread run 1.33-1.43x on
+    2 cores: bench/throughput.py --process-ab, bench/app_throughput.py), capped at 4; one at a time on a GPU."""
     return 1 if device == "cuda" else max(1, min(cpu_count(), 4))
 
 
 def policy(threads: int = 0, concurrent: int = 1) -> dict:
-    """The policy for one run: `threads` > 0 is the user's own choice, 0 is auto (cores / concurrent runs)."""
+    """The policy for one run: `threads` > 0 is the user's fixed choice; 0 is auto (cores / concurrent runs
+    to start with, then adapted to the machine's load)."""
     if threads < 0:
         raise ValueError(f"threads must be >= 1 (or 0 for auto), got {threads}")
     n = threads or max(1, cpu_count() // max(1, concurrent))
-    return {"threads": n, "wait_policy": os.environ.get("OMP_WAIT_POLICY", AUTO_WAIT_POLICY),
-            "source": "user" if threads else "auto"}
+    return {"threads": n, "wait_policy": os.environ.get("OMP_WAIT_POLICY") or "default",
+            "source": "user" if threads else "auto", "adaptive": not threads}
 
 
 def worker_env(pol: dict, base: dict | None = None) -> dict:
     """The environment for a worker process that will train under `pol` (set before torch loads)."""
     env = dict(os.environ if base is None else base)
     env.update(OMP_NUM_THREADS=str(pol["threads"]), MKL_NUM_THREADS=str(pol["threads"]),
-               OMP_WAIT_POLICY=pol["wait_policy"], MSCOMPARE_THREAD_SOURCE=pol["source"])
+               MSCOMPARE_THREAD_SOURCE=pol["source"])
+    if pol["wait_policy"] != "default":
+        env["OMP_WAIT_POLICY"] = pol["wait_policy"]
     return env
 
 
 def configure_process(pol: dict) -> dict:
-    """Apply `pol` to this process. The wait policy only takes effect if torch has not loaded yet."""
+    """Apply `pol` to this process (call it on the thread that will train)."""
     early = "torch" not in sys.modules
-    os.environ.update(worker_env(pol, {}))
+    os.environ.update({k: v for k, v in worker_env(pol, {}).items() if k != "OMP_WAIT_POLICY"})
     import torch
 
     torch.set_num_threads(pol["threads"])
     _applied.clear()
-    _applied.update(pol, wait_policy_applied=early)
+    _applied.update(pol, wait_policy_applied=early, switches=0, min_threads=pol["threads"])
+    _state.clear()
     return dict(_applied)
+
+
+def _busy_ticks() -> tuple[int, int]:
+    """(all cores' busy clock ticks, this process's clock ticks) from /proc."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    busy = sum(v) - v[3] - (v[4] if len(v) > 4 else 0)  # everything but idle and iowait
+    with open("/proc/self/stat") as f:
+        s = f.read().rsplit(")", 1)[1].split()
+    return busy, int(s[11]) + int(s[12])
+
+
+def adapt() -> None:
+    """On the training thread, every ADAPT_EVERY seconds: train with the cores other processes leave free."""
+    if not _applied.get("adaptive"):
+        return
+    now = time.monotonic()
+    try:
+        busy, own = _busy_ticks()
+    except (OSError, ValueError, IndexError):  # no /proc: keep the starting thread count
+        _applied["adaptive"] = False
+        return
+    last = _state.get("last")
+    _state["last"] = (now, busy, own)
+    if last is None or now - last[0] < ADAPT_EVERY:
+        if last is not None:
+            _state["last"] = last
+        return
+    ticks = (now - last[0]) * os.sysconf("SC_CLK_TCK")
+    others = max(0.0, (busy - last[1]) - (own - last[2])) / ticks  # cores kept busy by other processes
+    want = max(1, min(_applied["threads"], round(cpu_count() - others)))
+    import torch
+
+    if want != torch.get_num_threads():
+        torch.set_num_threads(want)
+        _applied["switches"] += 1
+        _applied["min_threads"] = min(_applied["min_threads"], want)
 
 
 def current_policy() -> dict:
     """What this process runs under, for the run record."""
     if _applied:
-        return dict(_applied)
+        import torch
+
+        return {**_applied, "threads_at_end": torch.get_num_threads()}
     return {"threads": int(os.environ.get("OMP_NUM_THREADS", 0)) or None,
             "wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
             "source": os.environ.get("MSCOMPARE_THREAD_SOURCE", "default")}
