@@ -1,7 +1,12 @@
-"""Streamlit entry point: `streamlit run app.py`. Home page and navigation to the four pages."""
+"""Streamlit entry point: `streamlit run app.py`. Home page and navigation to the five pages."""
 import streamlit as st
+import torch
 
 import ui
+
+# The server process only runs batch-1 predictions and profiles: one intra-op thread is as fast for nets this
+# small and never spins on cores a training worker or the browser needs (2 threads: googlenet 400 ms when busy).
+torch.set_num_threads(1)
 
 st.set_page_config(page_title="mscompare", page_icon=":material/compare:", layout="wide")
 
