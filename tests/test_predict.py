@@ -163,8 +163,9 @@ def test_shipped_models_predict_the_sample_test_images(name):
         for m, top in res["predictions"].items():
             assert len(top) == 3 and top[0]["prob"] >= top[1]["prob"] >= top[2]["prob"]
             correct[m] += top[0]["label"] == label
-    need = 10 if name == "mnist" else 6  # real test images; the CIFAR-10 models reach ~70% accuracy
-    assert max(correct.values()) >= need, correct
+    # 10 real test images each; every model must pass, not only the best (MNIST models ~99%, CIFAR-10 ~68-75%)
+    need = 9 if name == "mnist" else 6
+    assert min(correct.values()) >= need, correct
 
 
 def test_predict_cli_json(tmp_path):
