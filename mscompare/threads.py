@@ -6,7 +6,9 @@ couple of seconds, on the training thread, it measures how many cores other proc
 with the cores left (at least one). Two spinning threads on cores that a browser also wants collapse (12.8x
 slower); one thread beside it loses only its fair share. OpenMP's wait policy is left at libgomp's default,
 which was fastest alone; OMP_WAIT_POLICY in the environment overrides it. bench/shared_machine.py measures the
-candidates alone and beside a busy browser; docs/bench-shared-machine.txt has the numbers.
+candidates alone and beside a busy browser (docs/bench-shared-machine.txt): googlenet on CIFAR-10, auto gave
+1546 img/s alone (0.96x the best policy) and 583 beside 4 browser sessions (the best of all five; 2 fixed
+threads gave 267).
 """
 from __future__ import annotations
 
