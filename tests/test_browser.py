@@ -1,5 +1,7 @@
 """End-to-end in a real browser: `streamlit run app.py` headless, driven by Playwright in Debian's chromium."""
+import csv
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -77,7 +79,7 @@ def test_home_and_every_page(server, page):
     page.goto(server)
     page.get_by_role("heading", name="mscompare").wait_for()
     page.screenshot(path=SHOTS / "home.png")
-    for path, heading, ready in (("architectures", "Architectures", "All five models on"),
+    for path, heading, ready in (("architectures", "Architectures", "Every unit type on"),
                                  ("train", "Train & compare", "No runs yet"), ("runs", "Runs", "No runs stored yet")):
         page.goto(f"{server}/{path}")
         page.get_by_role("heading", name=heading).first.wait_for()
@@ -117,3 +119,148 @@ def test_upload_shows_predictions(server, page):
     assert page.get_by_text("3:", exact=False).count() >= 1
     no_exception(page)
     page.screenshot(path=SHOTS / "predict.png", full_page=True)
+
+
+RESULT_COLUMNS = ["run_id", "model", "dataset", "preset", "iters", "seed", "units", "width", "status", "params",
+                  "macs", "test_acc_%", "seconds", "images_per_s", "created"]
+RUN_LINE = re.compile(r"^(alexnet|mobilenet|googlenet|ms_concat|ms_add): ")
+
+
+def settle(page):
+    """Wait until the script has finished its current run (the status widget shows while it runs)."""
+    page.wait_for_timeout(300)
+    page.get_by_test_id("stStatusWidget").wait_for(state="hidden")
+
+
+def start_batch(page, server, models, iters):
+    """Train page: keep only `models`, set the iterations, start; returns the batch id from the URL."""
+    page.goto(f"{server}/train")
+    page.get_by_role("button", name="Start training").wait_for()
+    settle(page)  # a deep link on a fresh server goes through app.py first and redraws the form
+    chosen = page.get_by_test_id("stMultiSelect").first
+    for m in ("alexnet", "mobilenet", "googlenet", "ms_concat", "ms_add"):
+        remove = chosen.get_by_role("button", name=f"Remove {m}")
+        if m not in models and remove.count():
+            remove.click()
+    assert chosen.locator("[data-tag] [title]").all_inner_texts() == models
+    box = page.get_by_label("Iterations (0 = preset's)")
+    box.fill(str(iters))
+    box.press("Tab")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text(f"Queued {len(models)} runs").wait_for()
+    page.wait_for_url(re.compile(r"[?&]batch="))
+    return re.search(r"[?&]batch=([^&#]+)", page.url)[1]
+
+
+def run_lines(page):
+    return [t for t in page.get_by_test_id("stText").all_inner_texts() if RUN_LINE.match(t)]
+
+
+def wait_until(page, check, what, timeout_s=300):
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if check():
+            return
+        page.wait_for_timeout(250)
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def tall_shot(page, name):
+    """The whole Train page, chart and results table included (the app scrolls inside the window)."""
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": 2400})
+    page.wait_for_timeout(800)
+    page.screenshot(path=SHOTS / name)
+    page.set_viewport_size(size)
+
+
+def chart_points(page):
+    return page.locator("[data-testid='stPlotlyChart'] .scatterlayer .trace .point").count()
+
+
+def shows_only_batch(page, batch, lines):
+    """The batch picker names `batch` and exactly these run lines are shown."""
+    page.get_by_text("0 of 2 runs active").wait_for()
+    assert page.get_by_role("combobox", name="Batch").input_value().startswith(batch)
+    got = sorted(run_lines(page))
+    assert [re.sub(r", \d+/\d+.*", "", t) for t in got] == lines, got
+    assert "batch=" + batch in page.url
+
+
+@pytest.fixture
+def shot_on_failure(page, request):
+    """A screenshot of the page as it was when the test failed: tests/screenshots/FAILED-<test>.png."""
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed > failed:
+        page.screenshot(path=SHOTS / f"FAILED-{request.node.name}.png")
+
+
+def test_batch_live_cancel_reload_and_csv(server, page, shot_on_failure):
+    batch = start_batch(page, server, ["alexnet", "mobilenet"], 300)
+    page.get_by_text("alexnet: running").wait_for()
+    page.get_by_text("mobilenet: running").wait_for()
+    # live: the progress lines move and the chart gets traces (eval every 50 iterations) while the runs go on
+    first = run_lines(page)
+    wait_until(page, lambda: run_lines(page) != first and all(" 0/" not in t for t in run_lines(page)),
+               "the progress lines to move")
+    wait_until(page, lambda: chart_points(page) >= 2, "the first eval points on the chart")
+    assert page.locator("[data-testid='stPlotlyChart'] .scatterlayer .trace").count() >= 2  # accuracy + loss
+    points = chart_points(page)
+    no_exception(page)
+    tall_shot(page, "train-live.png")
+
+    # cancel one run: its line says so, the other run goes on and the chart keeps growing
+    row = page.get_by_test_id("stHorizontalBlock").filter(has_text=re.compile(r"^mobilenet: running"))
+    row.get_by_role("button", name="Cancel").click()
+    page.get_by_text(re.compile(r"^mobilenet: cancelled")).wait_for(timeout=60_000)
+    assert page.get_by_text(re.compile(r"^alexnet: (running|done)")).count() == 1
+    page.get_by_text("0 of 2 runs active").wait_for(timeout=600_000)
+    summary = page.get_by_text("0 of 2 runs active").inner_text()
+    assert "1 done" in summary and "1 cancelled" in summary, summary
+    page.wait_for_timeout(2500)  # the last redraw after the batch finished
+    assert chart_points(page) > points
+    no_exception(page)
+    tall_shot(page, "train-cancelled.png")
+
+    # the CSV: one row per run of this batch, the paper-table columns
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Download results CSV").click()
+    assert dl.value.suggested_filename == f"results-{batch}.csv"
+    with open(dl.value.path(), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0].keys()) == RESULT_COLUMNS
+    assert sorted((r["model"], r["status"]) for r in rows) == [("alexnet", "done"), ("mobilenet", "cancelled")]
+    done = next(r for r in rows if r["status"] == "done")
+    assert done["iters"] == "300" and float(done["images_per_s"]) > 0 and 0 <= float(done["test_acc_%"]) <= 100
+
+    # a newer batch exists; the URL of the first still shows the first, and only it, also after a reload
+    newer = start_batch(page, server, ["alexnet"], 10)
+    assert newer != batch
+    page.get_by_text("0 of 1 runs active").wait_for(timeout=300_000)
+    page.goto(f"{server}/train?batch={batch}")
+    shows_only_batch(page, batch, ["alexnet: done", "mobilenet: cancelled"])
+    page.reload()
+    shows_only_batch(page, batch, ["alexnet: done", "mobilenet: cancelled"])
+    no_exception(page)
+    tall_shot(page, "train-reloaded.png")
+
+
+def test_runs_page_confusion_matrix_and_predict_cam(server, page):
+    """Issue views in a real browser: a finished run's confusion matrix, and the class-activation maps."""
+    page.goto(f"{server}/runs")
+    page.get_by_role("heading", name="Where a run is right or wrong").wait_for()
+    page.get_by_text("Accuracy per class").first.wait_for()
+    page.locator(".js-plotly-plot .heatmaplayer").first.wait_for()
+    page.screenshot(path=str(SHOTS / "runs-confusion.png"), full_page=True)
+    no_exception(page)
+    page.goto(f"{server}/predict")
+    page.get_by_role("heading", name="Predict").wait_for()
+    page.get_by_text("Sample", exact=True).click()
+    page.get_by_label("Sample test image").click()
+    page.get_by_role("option").first.click()
+    page.get_by_text("what the model saw").nth(4).wait_for()
+    page.get_by_text("Show class-activation maps").click()
+    page.get_by_text("evidence for").nth(4).wait_for()
+    page.screenshot(path=str(SHOTS / "predict-cam.png"), full_page=True)
+    no_exception(page)
