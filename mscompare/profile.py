@@ -1,6 +1,8 @@
 """Parameter and MAC counts with fvcore: per model, per layer, and the all-models comparison table."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass, field
 
 import warnings
@@ -18,6 +20,18 @@ from mscompare.models import ModelConfig, build_model, count_params, list_units,
 MAC_OPS = ("conv", "linear", "addmm", "matmul")  # what "MACs" means here: multiply-adds of conv and FC layers
 COUNTED = {"aten::_convolution", "aten::conv2d", "aten::linear", "aten::addmm", "aten::matmul", "aten::batch_norm"}
 NO_COMPUTE = {"aten::flatten", "aten::size", "aten::view", "aten::reshape", "aten::Int", "aten::t", "aten::contiguous"}
+
+
+@functools.lru_cache(maxsize=256)
+def _skipped_ops(cfg: ModelConfig) -> tuple:
+    model = build_model(cfg).eval()
+    x = torch.zeros(1, cfg.in_channels, cfg.input_size, cfg.input_size)
+    return tuple(skipped_ops(model, x).items())
+
+
+def skipped_ops_of(cfg: ModelConfig) -> dict[str, int]:
+    """skipped_ops() for a config; the ops don't depend on the width, so a width change doesn't trace again."""
+    return dict(_skipped_ops(dataclasses.replace(cfg, width=8)))
 
 
 def skipped_ops(model: torch.nn.Module, x: torch.Tensor) -> dict[str, int]:
@@ -64,7 +78,7 @@ def profile_model(cfg: ModelConfig) -> Profile:
     by_op = fca.by_operator()
     macs = sum(int(by_op.get(op, 0)) for op in MAC_OPS)
     other = {op: int(n) for op, n in by_op.items() if op not in MAC_OPS and n}
-    return Profile(cfg, count_params(model), unit_params(cfg), macs, layers, skipped_ops(model, x), other)
+    return Profile(cfg, count_params(model), unit_params(cfg), macs, layers, skipped_ops_of(cfg), other)
 
 
 def compare(dataset: str = "mnist", units: int | None = None, width: int = 32) -> pd.DataFrame:

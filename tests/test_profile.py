@@ -80,3 +80,13 @@ def test_info_bad_argument_exits_2_with_one_line(args):
     assert p.returncode == 2
     lines = [ln for ln in p.stderr.splitlines() if "error" in ln]
     assert len(lines) == 1
+
+
+def test_skipped_ops_do_not_depend_on_the_width():
+    from mscompare.models import ModelConfig, build_model
+    from mscompare.profile import skipped_ops, skipped_ops_of
+
+    for model in ("ms_add", "googlenet"):
+        cfg = ModelConfig(model=model, width=48, in_channels=3, input_size=32)
+        traced = skipped_ops(build_model(cfg).eval(), torch.zeros(1, 3, 32, 32))
+        assert skipped_ops_of(cfg) == traced and "aten::max_pool2d" in traced
