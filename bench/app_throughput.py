@@ -172,16 +172,17 @@ def wait_quiet(limit: float = 0.15, window: float = 5.0, needed: int = 3, max_wa
     return time.perf_counter() - t0
 
 
-def guarded(measure, meters, limit: float, retries: int, note) -> tuple[dict, float]:
+def guarded(measure, meters, limit: float, retries: int, note, side=()) -> tuple[dict, float, list]:
     """Run `measure()`; if other processes (the machine's busy cores minus what `meters` account for) kept more
     than `limit` cores busy, wait for a quiet machine and measure again, up to `retries` times.
-    Returns (result, cores kept busy by others, [cores busy per meter]) of the measurement returned."""
+    Returns (result, cores kept busy by others, [cores busy per meter, then per `side` meter (measured alongside,
+    already inside `meters`)]) of the measurement returned."""
     for attempt in range(retries + 1):
-        machine, ms = MachineMeter().start(), [m.start() for m in meters]
+        machine, ms = MachineMeter().start(), [m.start() for m in (*meters, *side)]
         r = measure()
         busy = machine.stop()
         cores = [c / w for c, w in (m.stop() for m in ms)]
-        others = max(0.0, busy - sum(cores))
+        others = max(0.0, busy - sum(cores[:len(meters)]))
         if others <= limit or attempt == retries:
             return r, others, cores
         waited = wait_quiet()
@@ -214,10 +215,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+EXTRA_ENV: dict[str, str] = {}  # --env: set for the server, the CLI runs and the job's workers alike
+
+
 def product_env(**extra) -> dict:
-    """This environment without thread settings, so every process runs under the product's own policy."""
+    """This environment without thread settings, so every process runs under the product's own policy
+    (plus --env)."""
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
-    env.update(extra)
+    env.update(EXTRA_ENV, **extra)
     return env
 
 
@@ -370,6 +375,8 @@ def five_model_job(dataset: str, data_root: str, concurrency: int, iters: int | 
     from mscompare.runs import RunStore
 
     saved = {k: os.environ.pop(k) for k in THREAD_VARS if k in os.environ}  # workers inherit the product policy
+    added = {k: v for k, v in EXTRA_ENV.items() if k not in os.environ}
+    os.environ.update(EXTRA_ENV)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-job-") as runs:
             store = RunStore(runs)
@@ -387,6 +394,8 @@ def five_model_job(dataset: str, data_root: str, concurrency: int, iters: int | 
                     "runs": {r["model"]: (r["seconds"], _threads(json.loads(r["env"])["thread_policy"]))
                              for r in rows}}
     finally:
+        for k in added:
+            os.environ.pop(k, None)
         os.environ.update(saved)
 
 
@@ -398,7 +407,7 @@ def main() -> int:
     ap.add_argument("--model", default="mobilenet")
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--iters", type=int, default=300)
-    ap.add_argument("--rounds", type=int, default=2, help="app/CLI pairs, alternating order")
+    ap.add_argument("--rounds", type=int, default=3, help="app/CLI pairs, alternating order")
     ap.add_argument("--idle-s", type=float, default=30.0)
     ap.add_argument("--job-rounds", type=int, default=1, help="auto/1 pairs of the five-model job (0 = skip)")
     ap.add_argument("--job-dataset", default=None, help="default: --dataset")
@@ -410,13 +419,19 @@ def main() -> int:
     ap.add_argument("--retries", type=int, default=2, help="times a disturbed measurement is taken again")
     ap.add_argument("--wait-quiet-s", type=float, default=900.0, help="wait this long at most for a quiet machine "
                     "before starting (0 = don't wait)")
+    ap.add_argument("--env", action="append", default=[], metavar="VAR=VALUE",
+                    help="set for the server, the CLI runs and the job (e.g. OMP_WAIT_POLICY=PASSIVE), to A/B a policy")
+    ap.add_argument("--append", action="store_true", help="add this report to --out instead of replacing it")
     a = ap.parse_args()
+    EXTRA_ENV.update(kv.split("=", 1) for kv in a.env)
 
     from playwright.sync_api import sync_playwright
 
     from mscompare.runs import RunStore
 
     report = ["# " + " ".join(["bench/app_throughput.py"] + sys.argv[1:]), *machine_info()]
+    if EXTRA_ENV:
+        report.append("environment for the server, CLI and job: " + " ".join(f"{k}={v}" for k, v in EXTRA_ENV.items()))
 
     def say(line: str = "") -> None:
         print(line, flush=True)
@@ -444,13 +459,14 @@ def main() -> int:
                     meters = [CpuMeter(lambda: {app.pid}, reaped=True), CpuMeter(lambda: bench_pids(app.pid)),
                               OwnMeter()]
                     if kind == "app":
-                        r, others, (sc, bc, _) = guarded(
+                        r, others, (swc, bc, _, sc) = guarded(
                             lambda: app_run(page, url, store, a.model, a.iters, shots / f"bench-app-run{i}.png"),
-                            meters, a.disturbed, a.retries, say)
+                            meters, a.disturbed, a.retries, say, side=[CpuMeter(lambda: {app.pid})])
                         app_rates.append(r["images_per_s"])
                         say(f"   round {i + 1} app: {r['images_per_s']:7.0f} img/s  ({policy_text(r['policy'])}; "
-                            f"while it ran, tab open: server and its worker {sc:.2f} cores, browser {bc:.2f}; "
-                            f"other processes {others:.2f}{' DISTURBED' if others > a.disturbed else ''})")
+                            f"cores busy while it ran with the tab open: worker ~{swc - sc:.2f}, server {sc:.2f}, "
+                            f"browser {bc:.2f}, other processes {others:.2f}"
+                            f"{' DISTURBED' if others > a.disturbed else ''})")
                     else:
                         r, others, _ = guarded(lambda: cli_train(a.model, a.dataset, a.data_root, a.iters),
                                                meters, a.disturbed, a.retries, say)
@@ -460,8 +476,10 @@ def main() -> int:
                             f"{' DISTURBED' if others > a.disturbed else ''})")
             app_m, cli_m = sum(app_rates) / len(app_rates), sum(cli_rates) / len(cli_rates)
             ratio = app_m / cli_m
+            pairs = sorted(x / y for x, y in zip(app_rates, cli_rates))
             say(f"   mean: app {app_m:.0f} img/s, CLI {cli_m:.0f} img/s, app/CLI {ratio:.2f} "
-                f"(target >= 0.9: {'met' if ratio >= 0.9 else 'NOT met'})")
+                f"(target >= 0.9: {'met' if ratio >= 0.9 else 'NOT met'}); per round app/CLI "
+                + ", ".join(f"{x:.2f}" for x in pairs) + f", median {pairs[len(pairs) // 2]:.2f}")
 
             say(f"\n2. idle server, Train page open on the finished batch, {a.idle_s:.0f} s")
             page.wait_for_timeout(3000)  # the fragment's last redraw after the batch finished
@@ -497,8 +515,9 @@ def main() -> int:
             f"(target >= 1.3x: {'met' if w1 / wa >= 1.3 else 'NOT met'})")
 
     if a.out:
-        Path(a.out).write_text("\n".join(report) + "\n")
-        print(f"\nwrote {a.out}")
+        with open(a.out, "a" if a.append else "w") as f:
+            f.write(("\n" if a.append else "") + "\n".join(report) + "\n")
+        print(f"\n{'appended to' if a.append else 'wrote'} {a.out}")
     return 0
 
 

@@ -13,7 +13,7 @@ alone (sessions paused, tabs left open) and beside the busy sessions, in alterna
 A policy is THREADS:WAIT_POLICY. THREADS empty = no --threads (the product's auto); WAIT_POLICY "" is
 libgomp's own default (spin, then sleep), omitted = OMP_WAIT_POLICY left out of the environment (the
 product's default). `auto` = neither: what a user gets. Extra variables for the run: THREADS:WAIT:VAR=VALUE,...
-(e.g. 2::GOMP_SPINCOUNT=10000).
+(e.g. 2::GOMP_SPINCOUNT=10000); WAIT `unset` leaves OMP_WAIT_POLICY out (:unset:VAR=VALUE is auto plus VAR).
 
 Done means, for auto: beside >= 0.5x its alone speed, and alone >= 0.9x the best policy's alone speed.
 """
@@ -188,9 +188,10 @@ def parse_policy(spec: str) -> tuple[str, int | None, object, dict]:
     threads, _, rest = spec.partition(":")
     wait, _, extra = rest.partition(":")
     env = dict(kv.split("=", 1) for kv in extra.split(",") if kv)
-    name = (f"threads={threads or 'auto'}, OMP_WAIT_POLICY={wait!r}" + (" (libgomp default)" if wait == "" else "")
-            + "".join(f", {k}={v}" for k, v in env.items()))
-    return name, int(threads) if threads else None, wait, env
+    name = (f"threads={threads or 'auto'}, "
+            + ("OMP_WAIT_POLICY unset" if wait == "unset" else f"OMP_WAIT_POLICY={wait!r}")
+            + (" (libgomp default)" if wait == "" else "") + "".join(f", {k}={v}" for k, v in env.items()))
+    return name, int(threads) if threads else None, UNSET if wait == "unset" else wait, env
 
 
 def main() -> int:
