@@ -283,7 +283,7 @@ def main() -> int:
                             extra += f"; {st['n_errors']} session errors so far, last: {st['errors'][-1]}"
                         n += 1
                     results[name][where].append(res)
-                    say(f"  {name:52} {where:6} {res['images_per_s']:6.0f} img/s"
+                    say(f"  {name:{max(52, *(len(p[0]) for p in policies))}} {where:6} {res['images_per_s']:6.0f} img/s"
                         f"{' (PARTIAL: stopped at ' + str(res['iters_done']) + ' iters)' if res['partial'] else ''}"
                         f", {res['wall']:.0f} s; cores busy: " + ", ".join(f"{k} {v:.2f}" for k, v in cores.items())
                         + f"; {policy_text(res['policy'])}{extra}")
@@ -294,9 +294,10 @@ def main() -> int:
     mean = {name: {w: sum(x["images_per_s"] for x in v[w]) / len(v[w]) for w in v} for name, v in results.items()}
     best = max(m["alone"] for m in mean.values())
     say("")
-    say(f"{'policy':52} {'alone':>7} {'beside':>7} {'beside/alone':>12} {'alone/best alone':>16}")
+    width = max(52, *(len(name) for name in mean))
+    say(f"{'policy':{width}} {'alone':>7} {'beside':>7} {'beside/alone':>12} {'alone/best alone':>16}")
     for name, m in mean.items():
-        say(f"{name:52} {m['alone']:7.0f} {m['beside']:7.0f} {m['beside'] / m['alone']:12.2f} "
+        say(f"{name:{width}} {m['alone']:7.0f} {m['beside']:7.0f} {m['beside'] / m['alone']:12.2f} "
             f"{m['alone'] / best:16.2f}")
     auto = next((name for name, th, w, env in policies if th is None and w is UNSET and not env), None)
     if auto:

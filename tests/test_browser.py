@@ -262,5 +262,6 @@ def test_runs_page_confusion_matrix_and_predict_cam(server, page):
     page.get_by_text("what the model saw").nth(4).wait_for()
     page.get_by_text("Show class-activation maps").click()
     page.get_by_text("evidence for").nth(4).wait_for()
+    page.wait_for_function("[...document.images].every(i => i.complete)")  # every map drawn in the screenshot
     page.screenshot(path=str(SHOTS / "predict-cam.png"), full_page=True)
     no_exception(page)
