@@ -36,6 +36,37 @@ def service() -> Service:
     return Service()
 
 
+def yield_to_training() -> None:
+    """While runs train, this page's work (predictions, charts, tables) runs at a lower priority so that the
+    runs keep their cores beside a busy browser (issue 15, bench/shared_machine.py). Only this script thread
+    is lowered; Streamlit starts a new one for every rerun, and runs are never started from a page that calls
+    this (workers and their slot threads come from the Service, created before the first call)."""
+    from mscompare.threads import lower_thread_priority
+
+    if service().training():
+        lower_thread_priority()
+
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def _latency_ms(cfg_json: str) -> float:
+    import json
+
+    from mscompare.models import ModelConfig
+    from mscompare.speed import latency_1t_ms
+
+    return latency_1t_ms(ModelConfig.from_dict(json.loads(cfg_json)))
+
+
+def latencies(points: pd.DataFrame) -> pd.DataFrame:
+    """Frontier points plus latency_ms, each configuration measured once per server (about 0.25 s each)."""
+    import json
+
+    from mscompare.frontier import with_latency
+
+    with st.spinner(f"Measuring the batch-1 latency of {len(points)} configurations on this machine..."):
+        return with_latency(points, lambda cfg: _latency_ms(json.dumps(cfg.to_dict(), sort_keys=True)))
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
 def compare_table(dataset: str, units: int | None, width: int) -> pd.DataFrame:
     return compare(dataset, units, width)

@@ -383,7 +383,8 @@ def five_model_job(dataset: str, data_root: str, concurrency: int, iters: int | 
             t0 = time.perf_counter()
             mgr = RunManager(store, concurrency=concurrency)
             tcfg = preset("quick", dataset, device="auto", data_root=data_root, iters=iters)  # the app's default
-            ids = [mgr.submit(config_for(m, dataset), tcfg, tag="bench", batch="job") for m in list_units()]
+            ids = mgr.submit_many([(config_for(m, dataset), tcfg) for m in list_units()], tag="bench",
+                                  batch="job")  # as the app's Start does (Service.start)
             mgr.wait()
             wall = time.perf_counter() - t0
             rows = store.list(ids=ids)

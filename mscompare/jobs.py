@@ -16,8 +16,9 @@ from typing import Callable
 from mscompare.config import TrainConfig
 from mscompare.models import ModelConfig
 from mscompare.runs import ACTIVE, RunStore, StoreError, owner_id
-from mscompare.threads import auto_concurrency, policy, worker_env
+from mscompare.threads import auto_concurrency, policy, process_nice, worker_env
 
+MAX_SLOTS = 8  # the most runs side by side the app offers
 KILL_AFTER = 10.0  # seconds a cancelled worker gets to stop before it is killed
 
 
@@ -161,7 +162,9 @@ class RunManager:
         if n < 1:
             raise ValueError(f"concurrency must be >= 1, got {n}")
         self.concurrency = n
-        for i in range(len(self._threads), n):
+        # every slot a user can ask for exists from the start: a thread inherits its creator's scheduling
+        # priority, and the app's page threads may run lowered (threads.lower_thread_priority)
+        for i in range(len(self._threads), max(n, MAX_SLOTS)):
             t = threading.Thread(target=self._work, args=(i,), daemon=True, name=f"mscompare-slot-{i}")
             self._threads.append(t)
             t.start()
@@ -262,7 +265,8 @@ class RunManager:
             sharing = sum(v.get("status") in ACTIVE for v in self._live.values())
         pol = policy(self.threads or tcfg.get("threads", 0), max(1, min(self.concurrency, sharing)))
         job = {"run_id": rid, "model_config": json.loads(row["model_config"]), "train_config": tcfg,
-               "checkpoint": str(self.checkpoint_dir / f"{rid}.safetensors"), "policy": pol}
+               "checkpoint": str(self.checkpoint_dir / f"{rid}.safetensors"), "policy": pol,
+               "nice": process_nice()}
         self.store.update(rid, status="running", started=time.time())
         errlog = tempfile.TemporaryFile("w+")  # a file, so a chatty worker can't fill a pipe and block
         proc = subprocess.Popen([sys.executable, "-m", "mscompare.worker"], stdin=subprocess.PIPE,

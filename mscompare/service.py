@@ -92,6 +92,10 @@ class Service:
     def cancel(self, rid: str) -> None:
         self.manager.cancel(rid)
 
+    def training(self) -> bool:
+        """Whether runs train now: a batch's or a sweep's."""
+        return self.manager.active() or any(s["thread"].is_alive() for s in list(self.sweeps.values()))
+
     def start_sweep(self, models: list[str], datasets: list[str], widths: list[int], units: list[int] | None,
                     seeds: int, preset_name: str, iters: int | None, data_root: str, executor: str = "local",
                     workers: int = 0, device: str = "auto") -> str:
@@ -162,7 +166,8 @@ class Service:
             return pd.DataFrame()
         df = pd.DataFrame(runs)
         df["expand"] = [json.loads(c).get("expand", 1) for c in df["model_config"]]
-        return mean_over_seeds(df[["model", "dataset", "width", "units", "expand", "params", "macs", "test_acc"]])
+        return mean_over_seeds(df[["model", "dataset", "width", "units", "expand", "params", "macs", "test_acc",
+                                   "model_config"]])
 
     def batches(self) -> list[dict]:
         return self.store.batches(tag="app")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 
 ADAPT_EVERY = 2.0  # seconds between looks at the machine
@@ -78,7 +79,10 @@ def _busy_ticks() -> tuple[int, int]:
 
 
 def adapt() -> None:
-    """On the training thread, every ADAPT_EVERY seconds: train with the cores other processes leave free."""
+    """On the training thread, every ADAPT_EVERY seconds: train with the cores other processes leave free, down
+    to one thread when they are busy and back up to every core when a run is left alone (a run that started
+    beside another gets the whole machine once the other finishes). Going up needs a clear margin, so that a
+    load near a core's edge doesn't flip the thread count every look."""
     if not _applied.get("adaptive"):
         return
     now = time.monotonic()
@@ -95,13 +99,65 @@ def adapt() -> None:
         return
     ticks = (now - last[0]) * os.sysconf("SC_CLK_TCK")
     others = max(0.0, (busy - last[1]) - (own - last[2])) / ticks  # cores kept busy by other processes
-    want = max(1, min(_applied["threads"], round(cpu_count() - others)))
     import torch
 
-    if want != torch.get_num_threads():
+    have = torch.get_num_threads()
+    want = next_threads(have, cpu_count() - others, cpu_count())
+    if want != have:
         torch.set_num_threads(want)
         _applied["switches"] += 1
         _applied["min_threads"] = min(_applied["min_threads"], want)
+        _applied["max_threads"] = max(_applied.get("max_threads", _applied["threads"]), want)
+
+
+def next_threads(have: int, free: float, cores: int) -> int:
+    """Threads for the next interval, given the cores other processes leave `free`: fewer as soon as fewer
+    than `have` - 0.5 cores are free, more only when at least 0.75 of a core is free beyond them."""
+    if free < have - 0.5:
+        return max(1, round(free))
+    if free >= have + 0.75:
+        return min(cores, int(free + 0.25))
+    return have
+
+
+def lower_thread_priority(nice: int = 10) -> bool:
+    """Run the calling thread (only it: Linux keeps a nice value per thread) at a lower priority, so that
+    training processes keep their cores while it works. For the app's page threads while runs train; a thread
+    started from a lowered one inherits its priority, so runs are never started from one. False where the
+    platform can't."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), nice))
+        return True
+    except (AttributeError, OSError):
+        return False
+
+
+def process_nice() -> int | None:
+    """The nice value of this process's main thread: what its worker processes should train at."""
+    try:
+        return os.getpriority(os.PRIO_PROCESS, os.getpid())
+    except (AttributeError, OSError):
+        return None
+
+
+def restore_nice(nice: int | None) -> None:
+    """In a worker: undo a priority lowered by the thread that started it, where the system allows (an
+    unprivileged process may only lower its own priority; the run record shows the nice value it trained at)."""
+    if nice is None:
+        return
+    try:
+        if os.getpriority(os.PRIO_PROCESS, 0) > nice:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except (AttributeError, OSError):
+        pass
+
+
+def _nice() -> int | None:
+    try:
+        return os.getpriority(os.PRIO_PROCESS, 0)
+    except (AttributeError, OSError):
+        return None
 
 
 def current_policy() -> dict:
@@ -109,7 +165,7 @@ def current_policy() -> dict:
     if _applied:
         import torch
 
-        return {**_applied, "threads_at_end": torch.get_num_threads()}
+        return {**_applied, "threads_at_end": torch.get_num_threads(), "nice": _nice()}
     return {"threads": int(os.environ.get("OMP_NUM_THREADS", 0)) or None,
             "wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
             "source": os.environ.get("MSCOMPARE_THREAD_SOURCE", "default")}

@@ -13,8 +13,9 @@ def main() -> int:
     os.dup2(2, 1)
     stop = {"asked": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(asked=True))
-    from mscompare.threads import configure_process
+    from mscompare.threads import configure_process, restore_nice
 
+    restore_nice(job.get("nice"))
     configure_process(job["policy"])  # the parent set the environment; this records and applies the threads
 
     from mscompare.config import TrainConfig

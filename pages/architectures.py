@@ -9,9 +9,10 @@ from mscompare.config import DATASETS, config_for
 from mscompare.diagram import unit_dot
 from mscompare.models import ModelConfig, get_unit, list_units
 from mscompare.speed import measure_all, torch_threads
-from ui import compare_table, layer_profile, page_setup, service
+from ui import compare_table, layer_profile, page_setup, service, yield_to_training
 
 page_setup("pages/architectures.py")
+yield_to_training()
 
 
 @st.cache_data(show_spinner="Measuring latency and training speed of every model on this machine...",

@@ -6,9 +6,10 @@ import streamlit as st
 from mscompare.checkpoints import SHIPPED
 from mscompare.predict import (ACCEPTED, MAX_MB, ImageError, PredictionError, canvas_image, display_copy,
                                finished_runs, load_runs, load_set, open_image, predict, run_label, upload_types)
-from ui import page_setup, plain, service
+from ui import page_setup, plain, service, yield_to_training
 
 page_setup("pages/predict.py")
+yield_to_training()
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 PAD = 280  # the drawing pad's side in pixels: 10x an MNIST digit

@@ -2,9 +2,10 @@
 import streamlit as st
 
 from mscompare.reproduce import cost_chart
-from ui import accuracy_chart, confusion_heatmap, page_setup, per_class_bars, plain, service
+from ui import accuracy_chart, confusion_heatmap, page_setup, per_class_bars, plain, service, yield_to_training
 
 page_setup("pages/runs.py")
+yield_to_training()
 
 svc = service()
 st.title("Runs")

@@ -5,9 +5,10 @@ from mscompare.config import PRESETS, paper_units
 from mscompare.models import list_units
 from mscompare.service import data_roots, find_datasets, no_data_help
 from mscompare.train import available_devices
-from ui import accuracy_chart, page_setup, plain, service
+from ui import accuracy_chart, page_setup, plain, service, yield_to_training
 
 page_setup("pages/train.py")
+yield_to_training()
 
 svc = service()
 st.title("Train & compare")

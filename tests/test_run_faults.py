@@ -259,3 +259,32 @@ def test_a_store_that_fails_while_the_app_trains_fails_that_run_and_stops_its_wo
     monkeypatch.undo()
     ok = mgr.submit(SMALL, tcfg(tmp_path))
     assert mgr.wait(timeout=60) and store.get(ok)["status"] == "done"
+
+
+def test_a_page_thread_at_lowered_priority_still_starts_runs_at_the_servers_priority(tmp_path):
+    """The app lowers its page threads while runs train (threads.lower_thread_priority); a worker started on
+    a lowered page's request must not inherit that: slot threads exist before any page lowers itself."""
+    import threading
+
+    from mscompare.threads import lower_thread_priority, process_nice
+
+    digits_npz(tmp_path)
+    store = RunStore(tmp_path / "runs")
+    mgr = RunManager(store, concurrency=1)  # created by an unlowered thread, as ui.service() is
+    out = {}
+
+    def page():
+        assert lower_thread_priority(10)
+        mgr.set_concurrency(3)  # the "Runs side by side" box
+        out["ids"] = mgr.submit_many([(SMALL, tcfg(tmp_path)), (SMALL, tcfg(tmp_path, seed=1))])
+
+    t = threading.Thread(target=page)
+    t.start()
+    t.join()
+    assert mgr.wait(timeout=120)
+    assert len(mgr._threads) >= 3
+    assert {os.getpriority(os.PRIO_PROCESS, t.native_id) for t in mgr._threads} == {process_nice()}
+    for rid in out["ids"]:
+        row = store.get(rid)
+        assert row["status"] == "done", row["message"]
+        assert json.loads(row["env"])["thread_policy"]["nice"] == process_nice()
