@@ -20,10 +20,31 @@ def pareto(df: pd.DataFrame, cost: str, acc: str = "test_acc") -> pd.DataFrame:
 def mean_over_seeds(runs: pd.DataFrame) -> pd.DataFrame:
     """One point per configuration (model, dataset, width, units, expand): accuracy averaged over seeds."""
     keys = [k for k in ("model", "dataset", "width", "units", "expand") if k in runs]
-    costs = [c for c in COSTS if c in runs]
+    firsts = [c for c in (*COSTS, "model_config") if c in runs]
     g = runs.groupby(keys, dropna=False)
-    out = g[costs].first().join(g["test_acc"].agg(["mean", "std", "count"]))
+    out = g[firsts].first().join(g["test_acc"].agg(["mean", "std", "count"]))
     return out.rename(columns={"mean": "test_acc", "std": "acc_std", "count": "seeds"}).reset_index()
+
+
+def with_latency(points: pd.DataFrame, measure=None) -> pd.DataFrame:
+    """`points` (with a model_config JSON column) plus latency_ms: each configuration's batch-1 latency,
+    one thread, measured on this machine now (speed.latency_1t_ms); the same configuration is measured once."""
+    import json
+
+    from mscompare.models import ModelConfig
+    from mscompare.speed import latency_1t_ms
+
+    measure = measure or latency_1t_ms
+    seen: dict[str, float] = {}
+    out = points.copy()
+    lat = []
+    for cfg in out["model_config"]:
+        key = json.dumps(json.loads(cfg), sort_keys=True)
+        if key not in seen:
+            seen[key] = measure(ModelConfig.from_dict(json.loads(cfg)))
+        lat.append(seen[key])
+    out["latency_ms"] = lat
+    return out
 
 
 def frontier_chart(points: pd.DataFrame, cost: str, title: str):

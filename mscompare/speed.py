@@ -114,3 +114,16 @@ def measure_all(dataset: str = "mnist", units: int | None = None, width: int = 3
         cfg = config_for(name, dataset, units=units, width=width)
         rows.append({"model": name, "units": cfg.units, **measure(cfg, batch=batch, budget_s=budget_s)})
     return pd.DataFrame(rows, columns=["model", "units", *SPEED_COLUMNS])
+
+
+def latency_1t_ms(cfg: ModelConfig, budget_s: float = 0.25) -> float:
+    """Batch-1 inference latency (ms, median) of a freshly built `cfg` with one intra-op thread: the latency
+    axis of the frontier. One thread keeps it comparable between models on a machine that is also training."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_model(cfg)
+    x = torch.randn(1, cfg.in_channels, cfg.input_size, cfg.input_size, generator=torch.Generator().manual_seed(0))
+    ms = inference_latency_ms(model, x, threads=1, budget_s=budget_s)
+    if not (math.isfinite(ms) and ms > 0):
+        raise RuntimeError(f"latency measured as {ms} ms for {cfg.model}: the clock or the run is broken")
+    return ms

@@ -5,7 +5,7 @@ from mscompare.config import DATASETS, PRESETS
 from mscompare.frontier import frontier_chart
 from mscompare.models import list_units
 from mscompare.service import find_datasets, no_data_help
-from ui import page_setup, plain, service
+from ui import latencies, page_setup, plain, service
 
 page_setup("pages/sweep.py")
 
@@ -62,10 +62,13 @@ if pts.empty:
     st.info("No finished runs yet.")
     st.stop()
 c1, c2 = st.columns(2)
-cost = c1.radio("Cost", ["params", "macs"], horizontal=True,
-                format_func={"params": "parameters", "macs": "MACs per image"}.get)
+cost = c1.radio("Cost", ["params", "macs", "latency_ms"], horizontal=True,
+                format_func={"params": "parameters", "macs": "MACs per image", "latency_ms": "latency"}.get,
+                help="Latency: batch-1 inference, one thread, measured on this machine when first shown.")
 ds = c2.multiselect("Datasets", sorted(pts["dataset"].unique()), default=sorted(pts["dataset"].unique())[:1])
 shown = pts[pts["dataset"].isin(ds)] if ds else pts
+if cost == "latency_ms":
+    shown = latencies(shown)
 fig = frontier_chart(shown, cost, f"Test accuracy vs {cost} (mean over seeds; dotted: Pareto frontier)")
 st.plotly_chart(fig)
 st.download_button("Export the chart (HTML)", fig.to_html(include_plotlyjs="cdn"), f"frontier-{cost}.html",

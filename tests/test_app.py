@@ -1,5 +1,6 @@
 """Streamlit AppTest: every page renders, sliders change the table, uploads predict, bad uploads are errors."""
 import io
+import json
 import time
 
 import pytest
@@ -106,6 +107,21 @@ def test_sweep_page_runs_a_grid_and_draws_the_frontier(app_env):
     at.run()
     assert not at.exception
     assert any("Pareto frontier" in str(c.proto.spec) for c in at.get("plotly_chart"))
+    at.radio[-1].set_value("latency_ms").run()  # the Cost radio: latency measured on this machine
+    assert not at.exception
+    import base64
+
+    import numpy as np
+
+    spec, xs = json.loads(at.get("plotly_chart")[-1].proto.spec), []
+    for t in spec["data"]:
+        if t.get("mode") == "markers":
+            x = t["x"]
+            if isinstance(x, dict):  # plotly's typed-array encoding: {"dtype": ..., "bdata": base64}
+                x = np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"])
+            xs += [float(v) for v in x]
+    assert xs and all(0 < x < 1000 for x in xs), xs
+    assert spec["layout"]["xaxis"]["title"]["text"] == "batch-1 latency (ms)"
 
 
 def test_runs_page_shows_a_confusion_matrix_and_misclassified_images(app_env):
