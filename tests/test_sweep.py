@@ -110,3 +110,44 @@ def test_a_four_trial_sweep_on_a_local_ray_cluster(data, tmp_path):
         assert run_trials(store, trials, "ray", executor="ray")["skipped"] == 4
     finally:
         ray.shutdown()
+
+
+def _ray_trial_pids() -> list[int]:
+    """Ray worker processes executing a trial now: Ray titles a busy worker `ray::<task function>`."""
+    out = subprocess.run(["pgrep", "-f", "^ray::_ray_trial"], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def _kill_ray_attempts(n: int, stop: threading.Event, killed: list) -> None:
+    """SIGKILL the worker of each of the next `n` trial attempts a few seconds into it."""
+    while len(killed) < n and not stop.is_set():
+        pids = [p for p in _ray_trial_pids() if p not in killed]
+        if pids:
+            time.sleep(2)
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("kills, status", [(1, "done"), (2, "failed")])
+def test_a_killed_ray_worker_is_retried_once_and_then_recorded(data, tmp_path, kills, status):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_ray_attempts, args=(kills, stop, killed), daemon=True)
+    killer.start()
+    try:
+        store = RunStore(tmp_path / "runs")
+        trials = grid(["mobilenet"], ["mnist"], [8], iters=3000, data_root=str(data), device="cpu")
+        out = run_trials(store, trials, "ray", executor="ray")
+        stop.set()
+        assert len(killed) == kills
+        row = store.get(out["ids"][0])
+        assert row["status"] == status and (out["done"], out["failed"]) == ((1, 0) if status == "done" else (0, 1))
+        if status == "failed":
+            assert row["message"].startswith("failed after a retry") and "died" in row["message"].lower()
+        else:
+            assert [p["iter"] for p in store.curve(row["id"])][-1] == 3000
+    finally:
+        stop.set()
+        ray.shutdown()
