@@ -9,7 +9,7 @@ import plotly.express as px
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from mscompare.profile import compare, profile_model
+from mscompare.profile import cached_profile, compare
 from mscompare.service import Service
 
 
@@ -76,7 +76,7 @@ def compare_table(dataset: str, units: int | None, width: int) -> pd.DataFrame:
 def layer_profile(cfg_dict: dict):
     from mscompare.models import ModelConfig
 
-    p = profile_model(ModelConfig.from_dict(cfg_dict))
+    p = cached_profile(ModelConfig.from_dict(cfg_dict))
     return p.layers, p.unit_params
 
 

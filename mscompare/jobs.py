@@ -27,10 +27,10 @@ def cost(mcfg: ModelConfig) -> tuple[int, int | None]:
     from mscompare.models import build_model, count_params
 
     try:
-        from mscompare.profile import profile_model
+        from mscompare.profile import cached_profile
     except ImportError:
         return count_params(build_model(mcfg)), None
-    p = profile_model(mcfg)
+    p = cached_profile(mcfg)
     return p.params, p.macs
 
 

@@ -1,8 +1,9 @@
 """Parameter and MAC counts with fvcore: per model, per layer, and the all-models comparison table."""
 from __future__ import annotations
 
-import dataclasses
 import functools
+import threading
+from collections import Counter
 from dataclasses import dataclass, field
 
 import warnings
@@ -13,6 +14,7 @@ import torch
 with warnings.catch_warnings():  # fvcore's import scripts a helper with the deprecated torch.jit.script
     warnings.simplefilter("ignore", FutureWarning)
     from fvcore.nn import FlopCountAnalysis, parameter_count
+    from fvcore.nn.jit_analysis import _IGNORED_OPS  # the ops fvcore skips without a warning (pinned version)
 
 from mscompare.config import config_for
 from mscompare.models import ModelConfig, build_model, count_params, list_units, unit_params
@@ -22,21 +24,10 @@ COUNTED = {"aten::_convolution", "aten::conv2d", "aten::linear", "aten::addmm", 
 NO_COMPUTE = {"aten::flatten", "aten::size", "aten::view", "aten::reshape", "aten::Int", "aten::t", "aten::contiguous"}
 
 
-@functools.lru_cache(maxsize=256)
-def _skipped_ops(cfg: ModelConfig) -> tuple:
-    model = build_model(cfg).eval()
-    x = torch.zeros(1, cfg.in_channels, cfg.input_size, cfg.input_size)
-    return tuple(skipped_ops(model, x).items())
-
-
-def skipped_ops_of(cfg: ModelConfig) -> dict[str, int]:
-    """skipped_ops() for a config; the ops don't depend on the width, so a width change doesn't trace again."""
-    return dict(_skipped_ops(dataclasses.replace(cfg, width=8)))
-
-
 def skipped_ops(model: torch.nn.Module, x: torch.Tensor) -> dict[str, int]:
     """Every op in the traced graph that fvcore does not count, with how often it runs: the ones it warns
-    about (add, max_pool2d) and the ones it ignores silently (relu, cat)."""
+    about (add, max_pool2d) and the ones it ignores silently (relu, cat). A separate trace: profile_model
+    gets the same from fvcore's own pass."""
     from collections import Counter
 
     with warnings.catch_warnings():
@@ -44,6 +35,15 @@ def skipped_ops(model: torch.nn.Module, x: torch.Tensor) -> dict[str, int]:
         graph = torch.jit.trace(model, x, check_trace=False).inlined_graph
     kinds = Counter(n.kind() for n in graph.nodes() if n.kind().startswith("aten::"))
     return {k: v for k, v in sorted(kinds.items()) if k not in COUNTED | NO_COMPUTE}
+
+
+def _count_ignored(fca: FlopCountAnalysis) -> Counter:
+    """Make the ops fvcore ignores silently (relu, cat...) visible: each gets a handle that counts its calls
+    and adds no MACs, so one trace gives both the counts and the list of what is not counted."""
+    seen: Counter = Counter()
+    for op in sorted(_IGNORED_OPS - NO_COMPUTE):
+        fca.set_op_handle(op, lambda inputs, outputs, op=op: seen.update([op]) or 0)
+    return seen
 
 
 @dataclass
@@ -67,6 +67,7 @@ def profile_model(cfg: ModelConfig) -> Profile:
     x = torch.zeros(1, cfg.in_channels, cfg.input_size, cfg.input_size)
     fca = FlopCountAnalysis(model, x)
     fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+    ignored = _count_ignored(fca)
     by_module = fca.by_module()
     params = parameter_count(model)
     rows = []
@@ -78,7 +79,14 @@ def profile_model(cfg: ModelConfig) -> Profile:
     by_op = fca.by_operator()
     macs = sum(int(by_op.get(op, 0)) for op in MAC_OPS)
     other = {op: int(n) for op, n in by_op.items() if op not in MAC_OPS and n}
-    return Profile(cfg, count_params(model), unit_params(cfg), macs, layers, skipped_ops_of(cfg), other)
+    uncounted = {k: v for k, v in sorted((fca.unsupported_ops() + ignored).items()) if k not in COUNTED | NO_COMPUTE}
+    return Profile(cfg, count_params(model), unit_params(cfg), macs, layers, uncounted, other)
+
+
+@functools.lru_cache(maxsize=2048)
+def cached_profile(cfg: ModelConfig) -> Profile:
+    """profile_model, kept per config for the life of the process (a Profile is read, never changed)."""
+    return profile_model(cfg)
 
 
 def compare(dataset: str = "mnist", units: int | None = None, width: int = 32) -> pd.DataFrame:
@@ -86,7 +94,7 @@ def compare(dataset: str = "mnist", units: int | None = None, width: int = 32) -
     `units` None gives each model the paper's count for the dataset (GoogLeNet: 2 on CIFAR-10)."""
     rows = []
     for name in list_units():
-        p = profile_model(config_for(name, dataset, units=units, width=width))
+        p = cached_profile(config_for(name, dataset, units=units, width=width))
         rows.append({"model": name, "units": p.config.units, "params": p.params, "unit_params": p.unit_params,
                      "macs": p.macs, "bn_macs": sum(p.other_macs.values()),
                      "uncounted_ops": ", ".join(sorted(p.uncounted_ops))})
@@ -96,3 +104,37 @@ def compare(dataset: str = "mnist", units: int | None = None, width: int = 32) -
     df["params_ratio"] = (df["params"] / base["params"]).round(2)
     df["macs_ratio"] = (df["macs"] / base["macs"]).round(2)
     return df
+
+
+_prefetch = {"thread": None, "want": None, "lock": threading.Lock()}
+
+
+def prefetch(dataset: str, units: int | None, width: int, width_step: int = 8, widths=(8, 512),
+             datasets: tuple = ()) -> None:
+    """Profile, in one background thread, the positions next to this one (a unit more or less, a width step
+    up or down, the other `datasets`), so the Architectures page's next move finds them cached. A newer call
+    replaces the wish list of an older one; nothing here touches the UI."""
+    lo, hi = widths
+    near = [(dataset, u, width) for u in ((units - 1, units + 1) if units else (1, 2, 3, 4)) if u and 1 <= u <= 4]
+    near += [(dataset, units, w) for w in (width + width_step, width - width_step) if lo <= w <= hi]
+    near += [(d, units, width) for d in datasets if d != dataset]
+    with _prefetch["lock"]:
+        _prefetch["want"] = near
+        if _prefetch["thread"] is not None and _prefetch["thread"].is_alive():
+            return
+        t = threading.Thread(target=_prefetch_loop, daemon=True, name="mscompare-profile-prefetch")
+        _prefetch["thread"] = t
+        t.start()
+
+
+def _prefetch_loop() -> None:
+    while True:
+        with _prefetch["lock"]:
+            if not _prefetch["want"]:
+                _prefetch["thread"] = None
+                return
+            dataset, units, width = _prefetch["want"].pop(0)
+        try:
+            compare(dataset, units, width)
+        except Exception:  # noqa: BLE001 - a guess that fails costs nothing: the page computes it when asked
+            pass

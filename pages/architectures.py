@@ -8,6 +8,7 @@ import streamlit as st
 from mscompare.config import DATASETS, config_for
 from mscompare.diagram import unit_dot
 from mscompare.models import ModelConfig, get_unit, list_units
+from mscompare.profile import prefetch
 from mscompare.speed import measure_all, torch_threads
 from ui import compare_table, layer_profile, page_setup, service, yield_to_training
 
@@ -45,6 +46,7 @@ width = c3.slider("Width (maps per unit)", 8, 128, 32, step=8)
 
 with torch_threads(1):  # batch-1 traces of tiny nets: a second thread only waits, and on a busy machine it spins
     df = compare_table(dataset, units or None, width)
+prefetch(dataset, units or None, width, width_step=8, widths=(8, 128), datasets=tuple(DATASETS))  # the next moves
 df = df.merge(best_accuracy(dataset, width), on=["model", "units"], how="left")
 measure = st.toggle("Measure speed on this machine", key="arch_speed",
                     help="Batch-1 inference latency (median, after warm-up) with 1 thread and with this process's "

@@ -82,11 +82,32 @@ def test_info_bad_argument_exits_2_with_one_line(args):
     assert len(lines) == 1
 
 
-def test_skipped_ops_do_not_depend_on_the_width():
-    from mscompare.models import ModelConfig, build_model
-    from mscompare.profile import skipped_ops, skipped_ops_of
+def test_the_uncounted_ops_from_fvcores_pass_match_a_separate_trace():
+    """profile_model lists fvcore's skipped ops from its own trace; a plain jit trace must find the same."""
+    from mscompare.models import ModelConfig, build_model, list_units
+    from mscompare.profile import profile_model, skipped_ops
 
-    for model in ("ms_add", "googlenet"):
-        cfg = ModelConfig(model=model, width=48, in_channels=3, input_size=32)
-        traced = skipped_ops(build_model(cfg).eval(), torch.zeros(1, 3, 32, 32))
-        assert skipped_ops_of(cfg) == traced and "aten::max_pool2d" in traced
+    for model in list_units():
+        for units in (1, 3):
+            cfg = ModelConfig(model=model, width=16, units=units, in_channels=3, input_size=32)
+            traced = skipped_ops(build_model(cfg).eval(), torch.zeros(1, 3, 32, 32))
+            assert profile_model(cfg).uncounted_ops == traced and "aten::max_pool2d" in traced, (model, units)
+
+
+def test_prefetch_profiles_the_neighbouring_slider_positions_in_the_background():
+    import time
+
+    from mscompare import profile
+    from mscompare.config import config_for
+
+    profile.cached_profile.cache_clear()
+    profile.prefetch("mnist", 2, 24)
+    deadline = time.time() + 120
+    while profile._prefetch["thread"] is not None and time.time() < deadline:
+        time.sleep(0.05)
+    info = profile.cached_profile.cache_info()
+    assert info.currsize == 5 * 4  # five models at units 1 and 3 (width 24), and widths 32 and 16 (2 units)
+    for units, width in ((1, 24), (3, 24), (2, 32), (2, 16)):
+        for m in ("alexnet", "ms_add"):
+            profile.cached_profile(config_for(m, "mnist", units=units, width=width))
+    assert profile.cached_profile.cache_info().hits >= 8 and profile.cached_profile.cache_info().currsize == 20
