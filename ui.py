@@ -37,13 +37,14 @@ def service() -> Service:
 
 
 def yield_to_training() -> None:
-    """While runs train, this page's work (predictions, charts, tables) runs at a lower priority so that the
-    runs keep their cores beside a busy browser (issue 15, bench/shared_machine.py). Only this script thread
+    """While runs train on this machine (the app's, a sweep's, or a CLI run's: each training process announces
+    itself, threads.announce_training), this page's work (predictions, charts, tables) runs at a lower priority
+    so that the runs keep their cores beside a busy browser (issue 15, bench/shared_machine.py). Only this script thread
     is lowered; Streamlit starts a new one for every rerun, and runs are never started from a page that calls
     this (workers and their slot threads come from the Service, created before the first call)."""
-    from mscompare.threads import lower_thread_priority
+    from mscompare.threads import lower_thread_priority, training_processes
 
-    if service().training():
+    if service().training() or training_processes():
         lower_thread_priority()
 
 
@@ -93,7 +94,7 @@ def accuracy_chart(curves: pd.DataFrame, title: str):
                         showlegend=False, row=1, col=2)
     fig.update_yaxes(range=[0, 1.001], tickformat=".0%", row=1, col=1)
     fig.update_yaxes(rangemode="tozero", row=1, col=2)
-    fig.update_xaxes(title_text="iteration")
+    fig.update_xaxes(title_text="iteration", rangemode="tozero", tickformat="d")  # no 99.5 with one point
     fig.update_layout(title=title, legend=dict(orientation="h", y=-0.25), height=460)
     return fig
 

@@ -47,7 +47,7 @@ def run_trial(mcfg: ModelConfig, tcfg: TrainConfig, checkpoint: str | None, emit
                                                  size=tcfg.image_size or None)
 
     def progress(ev: dict) -> None:
-        adapt()  # on the training thread: the auto thread policy follows the machine's load
+        adapt(ev)  # on the training thread: the auto thread policy keeps the fastest thread count
         emit(ev)
 
     res = train(mcfg, tcfg, train_data, test_data, progress, should_stop)

@@ -14,10 +14,18 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import threading
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
-ADAPT_EVERY = 2.0  # seconds between looks at the machine
+WINDOW = 2.0  # seconds of training per speed measurement
+PROBE_EVERY = 10.0  # seconds before the next try of another thread count (doubled after each losing try)
+PROBE_MAX = 80.0
+MARGIN = 0.05  # a tried thread count must be this much faster to stay
+SLOWDOWN = 0.7  # a window this much slower than the last one at the same count: try another at once
+WARMUP_ITERS = 3  # train.WARMUP: iterations left out of a run's images/s
 _applied: dict = {}
 _state: dict = {}
 
@@ -69,58 +77,88 @@ def configure_process(pol: dict) -> dict:
 
 
 def _busy_ticks() -> tuple[int, int]:
-    """(all cores' busy clock ticks, this process's clock ticks) from /proc."""
+    """(all cores' busy clock ticks outside niced processes, this process's clock ticks) from /proc. Niced
+    work (the app's page threads while runs train) yields to a run, so it doesn't count as competition."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
-    busy = sum(v) - v[3] - (v[4] if len(v) > 4 else 0)  # everything but idle and iowait
+    # user nice system idle iowait irq softirq steal (guest time is inside user): all but nice, idle, iowait
+    busy = sum(v[:8]) - v[1] - v[3] - v[4]
     with open("/proc/self/stat") as f:
         s = f.read().rsplit(")", 1)[1].split()
     return busy, int(s[11]) + int(s[12])
 
 
-def adapt() -> None:
-    """On the training thread, every ADAPT_EVERY seconds: train with the cores other processes leave free, down
-    to one thread when they are busy and back up to every core when a run is left alone (a run that started
-    beside another gets the whole machine once the other finishes). Going up needs a clear margin, so that a
-    load near a core's edge doesn't flip the thread count every look."""
-    if not _applied.get("adaptive"):
+def adapt(ev: dict | None = None) -> None:
+    """On the training thread, with each progress event: keep the thread count that trains fastest now.
+
+    Every WINDOW seconds the run's own speed is measured (training time only: evaluation pauses are left out)
+    together with the cores that other, un-niced processes keep busy. Now and then it tries one thread more
+    (only when those others leave a clear quarter core beyond it) or one fewer (only when others are busy at all) for one window,
+    and keeps whichever was faster. A probe that loses doubles the wait before the next one (PROBE_EVERY up
+    to PROBE_MAX); a window much slower than the last one at the same count probes at once."""
+    if not _applied.get("adaptive") or not ev or ev.get("kind") != "step" or not ev.get("images_per_s"):
         return
-    now = time.monotonic()
+    timed = ev["iter"] - WARMUP_ITERS
+    if timed <= 0:
+        return
     try:
         busy, own = _busy_ticks()
     except (OSError, ValueError, IndexError):  # no /proc: keep the starting thread count
         _applied["adaptive"] = False
         return
-    last = _state.get("last")
-    _state["last"] = (now, busy, own)
-    if last is None or now - last[0] < ADAPT_EVERY:
-        if last is not None:
-            _state["last"] = last
-        return
-    ticks = (now - last[0]) * os.sysconf("SC_CLK_TCK")
-    others = max(0.0, (busy - last[1]) - (own - last[2])) / ticks  # cores kept busy by other processes
     import torch
 
+    now, clock = time.monotonic(), timed / ev["images_per_s"]  # training-only time, in units of 1/batch s
     have = torch.get_num_threads()
-    want = next_threads(have, cpu_count() - others, cpu_count())
-    if want != have:
-        torch.set_num_threads(want)
-        _applied["switches"] += 1
-        _applied["min_threads"] = min(_applied["min_threads"], want)
-        _applied["max_threads"] = max(_applied.get("max_threads", _applied["threads"]), want)
+    w = _state.get("window")
+    if w is None or w["threads"] != have:
+        _state["window"] = {"t": now, "clock": clock, "iter": ev["iter"], "busy": busy, "own": own, "threads": have}
+        _state.setdefault("next_probe", now + PROBE_EVERY)
+        _state.setdefault("backoff", PROBE_EVERY)
+        return
+    if now - w["t"] < WINDOW or clock <= w["clock"]:
+        return
+    rate = (ev["iter"] - w["iter"]) / (clock - w["clock"])
+    others = max(0.0, (busy - w["busy"]) - (own - w["own"])) / ((now - w["t"]) * os.sysconf("SC_CLK_TCK"))
+    _state["window"] = {"t": now, "clock": clock, "iter": ev["iter"], "busy": busy, "own": own, "threads": have}
+    rates, probe = _state.setdefault("rates", {}), _state.get("probe")
+    last_here = rates.get(have)
+    rates[have] = rate
+    _applied["others"] = round(others, 2)
+    if probe is not None:  # the window we just measured was a probe
+        _state["probe"] = None
+        if rate > probe["rate"] * (1 + MARGIN):
+            _state["backoff"] = PROBE_EVERY
+            _note_switch(have)
+        else:
+            torch.set_num_threads(probe["from"])
+            _state["backoff"] = min(_state["backoff"] * 2, PROBE_MAX)
+        _state["next_probe"] = now + _state["backoff"]
+        return
+    if last_here is not None and rate < SLOWDOWN * last_here:
+        _state["next_probe"] = now  # something changed: look again now
+    if now < _state["next_probe"]:
+        return
+    cores = cpu_count()
+    up = have + 1 if have < cores and others < cores - have - 0.25 else None
+    down = have - 1 if have > 1 and others > 0.3 else None
+    target = down if down is not None and (up is None or _state.get("last_probe") == "up") else up
+    if target is None:
+        _state["next_probe"] = now + _state["backoff"]
+        return
+    _state["last_probe"] = "down" if target == down else "up"
+    _state["probe"] = {"from": have, "rate": rate}
+    _applied["probes"] = _applied.get("probes", 0) + 1
+    torch.set_num_threads(target)
 
 
-def next_threads(have: int, free: float, cores: int) -> int:
-    """Threads for the next interval, given the cores other processes leave `free`: fewer as soon as fewer
-    than `have` - 0.5 cores are free, more only when at least 0.75 of a core is free beyond them."""
-    if free < have - 0.5:
-        return max(1, round(free))
-    if free >= have + 0.75:
-        return min(cores, int(free + 0.25))
-    return have
+def _note_switch(threads: int) -> None:
+    _applied["switches"] += 1
+    _applied["min_threads"] = min(_applied["min_threads"], threads)
+    _applied["max_threads"] = max(_applied.get("max_threads", _applied["threads"]), threads)
 
 
-def lower_thread_priority(nice: int = 10) -> bool:
+def lower_thread_priority(nice: int = 19) -> bool:
     """Run the calling thread (only it: Linux keeps a nice value per thread) at a lower priority, so that
     training processes keep their cores while it works. For the app's page threads while runs train; a thread
     started from a lowered one inherits its priority, so runs are never started from one. False where the
@@ -169,3 +207,47 @@ def current_policy() -> dict:
     return {"threads": int(os.environ.get("OMP_NUM_THREADS", 0)) or None,
             "wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
             "source": os.environ.get("MSCOMPARE_THREAD_SOURCE", "default")}
+
+
+TRAINING_DIR = Path(tempfile.gettempdir()) / f"mscompare-training-{os.getuid() if hasattr(os, 'getuid') else 0}"
+
+
+@contextmanager
+def training_mark():
+    """Mark this process as one that trains while the block runs: the app's pages look for such marks
+    (training_processes) and yield the CPU to them, whichever run store or project the run belongs to.
+    A mark is named by its owner (pid and kernel start time), so one left by a killed process is known."""
+    from mscompare.runs import owner_id
+
+    path = TRAINING_DIR / f"{owner_id().replace(':', '-')}-{threading.get_native_id()}"
+    try:
+        TRAINING_DIR.mkdir(mode=0o700, exist_ok=True)
+        path.touch()
+    except OSError:  # a read-only temp folder: the app just won't see this run
+        path = None
+    try:
+        yield
+    finally:
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+
+def training_processes() -> int:
+    """How many trainings on this machine (this user's) are marked now; marks of dead processes are removed."""
+    from mscompare.runs import owner_alive
+
+    try:
+        marks = list(TRAINING_DIR.iterdir())
+    except OSError:
+        return 0
+    live = 0
+    for m in marks:
+        pid, _, rest = m.name.partition("-")
+        if pid.isdigit() and owner_alive(f"{pid}:{rest.rsplit('-', 1)[0]}"):
+            live += 1
+        else:
+            try:
+                m.unlink(missing_ok=True)
+            except OSError:
+                pass
+    return live

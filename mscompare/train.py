@@ -165,7 +165,15 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_data: ArrayData, test_
     """Train one model. `progress` gets a snapshot every PROGRESS_EVERY iterations (kind "step": loss, images/s,
     ETA) and at every eval point (kind "eval", with test_acc). Returns the result dict, including `model`
     (trained, on CPU) and `curve` [(iter, test_acc, train_loss)]. Process-wide settings (threads, allocator)
-    belong to the process that calls this; the global RNG is restored on return."""
+    belong to the process that calls this; the global RNG is restored on return. While it trains, the
+    process is marked as training (threads.training_mark), so the app on this machine yields it the CPU."""
+    from mscompare.threads import training_mark
+
+    with training_mark():
+        return _train(model_cfg, cfg, train_data, test_data, progress, should_stop)
+
+
+def _train(model_cfg, cfg, train_data, test_data, progress, should_stop) -> dict:
     check_trainable(cfg, train_data, test_data)
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)

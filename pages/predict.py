@@ -81,7 +81,10 @@ else:
 invert = c1.selectbox("Invert colours", ["auto", "yes", "no"],
                       help="auto inverts images with a light background for the digit (1-channel) models")
 digits = all(cfg.in_channels == 1 for _, cfg, _ in loaded.values())
-source = c2.radio("Input", ["Upload", "Sample", "Draw"] if digits else ["Upload", "Sample"], horizontal=True)
+inputs = ["Upload", "Sample", "Draw"] if digits else ["Upload", "Sample"]
+kept = st.session_state.get("input_choice", "Upload")  # the options change with the set: keep the user's choice
+source = c2.radio("Input", inputs, index=inputs.index(kept) if kept in inputs else 0, horizontal=True)
+st.session_state["input_choice"] = source
 src = name = None
 if source == "Upload":
     upload = c2.file_uploader(f"Upload an image ({ACCEPTED}, up to {MAX_MB} MB)", type=upload_types(),

@@ -21,9 +21,11 @@ presets = c4.multiselect("Preset", sorted(df["preset"].dropna().unique()))
 for col, chosen in (("dataset", ds), ("model", ms), ("status", status), ("preset", presets)):
     if chosen:
         df = df[df[col].isin(chosen)]
-st.dataframe(df, hide_index=True, column_config={
+shown = df.drop(columns=["test_acc", "live_loss", "live_images_per_s", "eta_s"])
+shown.insert(shown.columns.get_loc("iters") + 1, "test_acc_%", (df["test_acc"].astype(float) * 100).round(2))
+st.dataframe(shown, hide_index=True, column_config={  # accuracy in % as on every other page
     c: st.column_config.NumberColumn(format="%d") for c in ("params", "macs", "iters", "iter", "seed", "units", "width")})
-st.download_button("Export these runs as CSV", df.to_csv(index=False), "runs.csv", "text/csv")
+st.download_button("Export these runs as CSV", shown.to_csv(index=False), "runs.csv", "text/csv")
 done = df[df["status"] == "done"]
 if not done.empty:
     st.plotly_chart(cost_chart(done, "Test accuracy vs parameters and vs MACs (finished runs)"))

@@ -41,8 +41,9 @@ with st.form("start"):
                                    units or None, width)
             st.session_state["batch"] = batch
             st.query_params["batch"] = batch
-            st.success(f"Queued {len(ids)} runs as batch {batch}; they train in the background, "
-                       f"{svc.concurrency} at a time.")
+            st.success(f"Queued {len(ids)} run{'s' if len(ids) != 1 else ''} as batch {batch}; "
+                       + ("they train" if len(ids) != 1 else "it trains")
+                       + f" in the background, {svc.concurrency} at a time.")
         except Exception as e:  # noqa: BLE001 - bad settings are shown, not raised
             st.error(f"Could not start: {plain(e)}")
 
@@ -69,7 +70,8 @@ def live(batch: str, polling: bool):
     st.text(f"{len(active)} of {len(runs)} runs active: "
             + ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items()))
     for r in runs.itertuples():
-        bits = [f"{r.model}: {r.status}, {r.iter}/{r.iters}"]
+        done_iters = int(r.iter) if r.iter == r.iter and r.iter is not None else 0
+        bits = [f"{r.model}: {r.status}, {done_iters}/{r.iters}"]
         if r.status == "running":
             if r.live_loss == r.live_loss and r.live_loss is not None:
                 bits.append(f"loss {r.live_loss:.3f}")
@@ -77,17 +79,18 @@ def live(batch: str, polling: bool):
                 bits.append(f"{r.live_images_per_s:,.0f} img/s")
             if r.eta_s is not None and r.eta_s == r.eta_s:
                 bits.append(f"ETA {int(r.eta_s)} s")
-        if r.status in ("failed", "interrupted") and r.message:
+        if r.status in ("failed", "interrupted", "cancelled") and r.message:
             bits.append(str(r.message))
         c1, c2 = st.columns([5, 1])
-        c1.progress(min(r.iter / r.iters, 1.0) if r.iters else 0.0)
+        c1.progress(min(done_iters / r.iters, 1.0) if r.iters else 0.0)
         c1.text(", ".join(bits))
         if r.status in ("queued", "running") and c2.button("Cancel", key=f"cancel-{r.id}"):
             svc.cancel(r.id)
     st.plotly_chart(accuracy_chart(svc.curves(runs["id"].tolist()), f"Batch {batch}"), key="live_chart")
     table = svc.results(runs)
     st.subheader("Results (like the paper's Tables 3-6)")
-    st.dataframe(table, hide_index=True)
+    st.dataframe(table, hide_index=True, column_config={  # narrow columns: the table fits the page
+        c: st.column_config.Column(width="small") for c in table.columns if c not in ("run_id", "created")})
     st.download_button("Download results CSV", table.to_csv(index=False), f"results-{batch}.csv", "text/csv")
 
 

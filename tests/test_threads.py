@@ -1,94 +1,81 @@
 """The auto thread policy: its share of the cores to start with, then fewer threads while others keep cores busy."""
+import pytest
 import torch
 
 from mscompare import threads
 
 
-def test_auto_threads_follow_the_load_of_other_processes(monkeypatch):
-    monkeypatch.setattr(threads, "cpu_count", lambda: 2)
-    monkeypatch.setattr(threads.os, "sysconf", lambda name: 100)  # clock ticks per second
+def simulate(monkeypatch, threads_fn, speed, others, seconds, concurrent=1):
+    """Drive adapt() with the progress events of a simulated run: `speed(threads, t)` iterations/s of
+    training, `others(t)` cores kept busy by other un-niced processes, an event every 10 iterations and an
+    evaluation pause (not training time) every 100. Returns the thread count over time."""
     clock = {"t": 0.0}
-    monkeypatch.setattr(threads.time, "monotonic", lambda: clock["t"])
-    ticks = {"busy": 0, "own": 0}
-    monkeypatch.setattr(threads, "_busy_ticks", lambda: (ticks["busy"], ticks["own"]))
-    before = torch.get_num_threads()
-    try:
-        pol = threads.configure_process(threads.policy(0, concurrent=1))
-        assert pol["threads"] == 2 and pol["adaptive"] and torch.get_num_threads() == 2
-
-        def interval(own_cores, other_cores, seconds=3.0):
-            clock["t"] += seconds
-            ticks["own"] += int(own_cores * 100 * seconds)
-            ticks["busy"] += int((own_cores + other_cores) * 100 * seconds)
-            threads.adapt()
-
-        threads.adapt()  # the first look only takes a reading
-        interval(2.0, 0.1)
-        assert torch.get_num_threads() == 2  # a quiet machine: keep both cores
-        interval(1.0, 1.4)  # a browser keeps 1.4 cores busy
-        assert torch.get_num_threads() == 1
-        interval(1.0, 0.2)  # it went idle again
-        assert torch.get_num_threads() == 2
-        rec = threads.current_policy()
-        assert rec["switches"] == 2 and rec["min_threads"] == 1 and rec["source"] == "auto"
-        fixed = threads.configure_process(threads.policy(2))  # the user's choice is never adapted
-        interval(1.0, 1.9)
-        assert not fixed["adaptive"] and torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
-
-
-def test_two_runs_side_by_side_get_one_core_each(monkeypatch):
+    ticks = {"busy": 0.0, "own": 0.0}
     monkeypatch.setattr(threads, "cpu_count", lambda: 2)
-    assert threads.policy(0, concurrent=2)["threads"] == 1 and threads.policy(0, concurrent=1)["threads"] == 2
-    assert threads.auto_concurrency("cpu") == 2 and threads.auto_concurrency("cuda") == 1
-
-
-def test_a_run_that_started_beside_another_takes_every_core_once_alone(monkeypatch):
-    monkeypatch.setattr(threads, "cpu_count", lambda: 2)
+    monkeypatch.setattr(threads, "WARMUP_ITERS", 0)
     monkeypatch.setattr(threads.os, "sysconf", lambda name: 100)
-    clock = {"t": 0.0}
     monkeypatch.setattr(threads.time, "monotonic", lambda: clock["t"])
-    ticks = {"busy": 0, "own": 0}
-    monkeypatch.setattr(threads, "_busy_ticks", lambda: (ticks["busy"], ticks["own"]))
+    monkeypatch.setattr(threads, "_busy_ticks", lambda: (int(ticks["busy"]), int(ticks["own"])))
+    threads.configure_process(threads.policy(0, concurrent=concurrent))
+    it, train_time, seen = 0, 0.0, []
+    while clock["t"] < seconds:
+        n = torch.get_num_threads()
+        dt = 10 / speed(n, clock["t"])
+        ticks["own"] += min(n, 2) * 100 * dt
+        ticks["busy"] += (min(n, 2) + others(clock["t"])) * 100 * dt
+        clock["t"] += dt
+        it, train_time = it + 10, train_time + dt
+        threads_fn({"kind": "step", "iter": it, "images_per_s": it * 128 / train_time})
+        if it % 100 == 0:
+            clock["t"] += 0.5  # an evaluation: wall time that is not training time
+        seen.append((clock["t"], torch.get_num_threads()))
+    return seen
+
+
+@pytest.fixture
+def keep_threads():
     before = torch.get_num_threads()
-    try:
-        pol = threads.configure_process(threads.policy(0, concurrent=2))
-        assert pol["threads"] == 1 and torch.get_num_threads() == 1
-
-        def interval(own_cores, other_cores, seconds=3.0):
-            clock["t"] += seconds
-            ticks["own"] += int(own_cores * 100 * seconds)
-            ticks["busy"] += int((own_cores + other_cores) * 100 * seconds)
-            threads.adapt()
-
-        threads.adapt()
-        interval(1.0, 1.0)  # the other run trains
-        assert torch.get_num_threads() == 1
-        interval(1.0, 0.5)  # half a core busy elsewhere: not a clear margin, stay
-        assert torch.get_num_threads() == 1
-        interval(1.0, 0.05)  # the other run finished
-        assert torch.get_num_threads() == 2
-        interval(2.0, 0.4)  # 1.6 cores free: within half a core of 2 threads, stay
-        assert torch.get_num_threads() == 2
-        interval(2.0, 1.0)  # a new run started
-        assert torch.get_num_threads() == 1
-        rec = threads.current_policy()
-        assert rec["switches"] == 2 and rec["min_threads"] == 1 and rec["max_threads"] == 2
-    finally:
-        torch.set_num_threads(before)
+    yield
+    torch.set_num_threads(before)
 
 
-def test_next_threads_table():
-    assert threads.next_threads(2, 1.95, 2) == 2
-    assert threads.next_threads(2, 1.6, 2) == 2
-    assert threads.next_threads(2, 1.4, 2) == 1
-    assert threads.next_threads(2, 1.2, 2) == 1
-    assert threads.next_threads(1, 1.7, 2) == 1
-    assert threads.next_threads(1, 1.8, 2) == 2
-    assert threads.next_threads(1, 0.1, 2) == 1  # never below one
-    assert threads.next_threads(1, 3.9, 4) == 4
-    assert threads.next_threads(4, 1.0, 4) == 1
+def test_alone_a_run_keeps_every_core_and_never_probes(monkeypatch, keep_threads):
+    seen = simulate(monkeypatch, threads.adapt, lambda n, t: 10 if n == 2 else 6, lambda t: 0.02, 120)
+    assert {n for _, n in seen} == {2} and threads.current_policy().get("probes", 0) == 0
+
+
+def test_beside_work_that_yields_two_threads_stay_when_they_measure_faster(monkeypatch, keep_threads):
+    """The browser case with the app's page threads niced: 0.7 un-niced cores elsewhere, 2 threads faster."""
+    seen = simulate(monkeypatch, threads.adapt, lambda n, t: 8 if n == 2 else 5, lambda t: 0.7, 200)
+    rec = threads.current_policy()
+    assert seen[-1][1] == 2 and rec["switches"] == 0 and 1 <= rec["probes"] <= 5  # losing probes back off
+    assert sum(1 for _, n in seen if n == 1) < 0.15 * len(seen)
+
+
+def test_when_two_threads_collapse_beside_busy_cores_one_thread_takes_over(monkeypatch, keep_threads):
+    seen = simulate(monkeypatch, threads.adapt, lambda n, t: 2 if n == 2 else 5, lambda t: 1.3, 120)
+    first_one = next(t for t, n in seen if n == 1)
+    assert first_one < 20 and all(n == 1 for t, n in seen if t > first_one + 5)
+    rec = threads.current_policy()
+    assert rec["switches"] == 1 and rec["min_threads"] == 1 and rec["threads_at_end"] == 1
+
+
+def test_a_run_started_beside_another_takes_every_core_once_alone(monkeypatch, keep_threads):
+    def speed(n, t):
+        busy = t < 60  # the other run trains for the first minute
+        return {1: 6, 2: 4 if busy else 10}[n]
+
+    seen = simulate(monkeypatch, threads.adapt, speed, lambda t: 1.0 if t < 60 else 0.02, 120, concurrent=2)
+    assert all(n == 1 for t, n in seen if t < 60)  # no room for a second thread: never tried
+    assert seen[-1][1] == 2 and threads.current_policy()["max_threads"] == 2
+
+
+def test_a_fixed_thread_count_is_never_adapted(monkeypatch, keep_threads):
+    monkeypatch.setattr(threads, "cpu_count", lambda: 2)
+    fixed = threads.configure_process(threads.policy(2))
+    for i in range(1, 200):
+        threads.adapt({"kind": "step", "iter": 10 * i, "images_per_s": 1.0})
+    assert not fixed["adaptive"] and torch.get_num_threads() == 2
 
 
 def test_lower_thread_priority_lowers_only_the_calling_thread():
@@ -110,3 +97,40 @@ def test_lower_thread_priority_lowers_only_the_calling_thread():
     t.join()
     assert seen["ok"] and seen["nice"] == max(10, main_before) and seen["nice_after"] == seen["nice"]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before
+
+
+def test_a_training_marks_its_process_and_dead_marks_are_cleared(tmp_path, monkeypatch):
+    monkeypatch.setattr(threads, "TRAINING_DIR", tmp_path / "marks")
+    assert threads.training_processes() == 0  # no folder yet
+    with threads.training_mark():
+        assert threads.training_processes() == 1
+        (tmp_path / "marks" / "999999999-12345-1").touch()  # a killed trainer's leftover
+        (tmp_path / "marks" / "stray").touch()
+        assert threads.training_processes() == 1
+        assert len(list((tmp_path / "marks").iterdir())) == 1
+    assert threads.training_processes() == 0 and not list((tmp_path / "marks").iterdir())
+
+
+def test_a_cli_run_is_seen_as_training_from_another_process(tmp_path):
+    """What the app's pages check (ui.yield_to_training) while a `python -m mscompare train` runs elsewhere."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT, digits_npz
+
+    digits_npz(tmp_path)
+    before = threads.training_processes()
+    proc = subprocess.Popen([sys.executable, "-m", "mscompare", "train", "--model", "mobilenet", "--dataset",
+                             "tinydigits", "--data-root", str(tmp_path), "--iters", "100000", "--batch-size", "32",
+                             "--width", "8", "--runs-dir", str(tmp_path / "runs")], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while threads.training_processes() == before and time.time() < deadline:
+            time.sleep(0.2)
+        assert threads.training_processes() == before + 1
+    finally:
+        proc.kill()
+        proc.wait()
+    assert threads.training_processes() == before  # the killed run's mark is recognised as dead

@@ -102,25 +102,47 @@ def experiments() -> None:
     if not rerun.empty:
         print("\n### MNIST with the residual norm (paper preset, seeds 0 and 1)\n")
         print(rerun.groupby("model")["test_acc"].agg(pm).to_markdown())
-    sweep = load("mnist-width-sweep")
-    if not sweep.empty:
-        pts = mean_over_seeds(sweep)
-        print("\n### MNIST width sweep: accuracy (%) by unit type and width (mean over seeds)\n")
-        wide = pts.pivot_table(index="model", columns="width", values="test_acc") * 100
-        print(wide.round(2).to_markdown())
-        print("\nParams by unit type and width:\n")
-        print(pts.pivot_table(index="model", columns="width", values="params").astype(int).to_markdown())
-        for cost in ("params", "macs"):
-            f = pareto(pts, cost)
-            print(f"\nPareto frontier by {cost}: " + ", ".join(
-                f"{r.model} w{r.width} ({int(getattr(r, cost)):,}, {100 * r.test_acc:.2f}%)" for r in f.itertuples()))
-            fig = frontier_chart(pts, cost, f"MNIST: test accuracy vs {cost} (paper preset, widths 8-96)")
-            out = RUNS_CSV.parent / f"mnist-frontier-{cost}"
-            fig.write_html(f"{out}.html", include_plotlyjs="cdn")
-            try:
-                fig.write_image(f"{out}.png", width=900, height=500)
-            except Exception as e:  # noqa: BLE001 - PNG needs kaleido and a browser; the HTML is always written
-                print(f"(no PNG: {e})", file=sys.stderr)
+    for ds in ("mnist", "cifar10"):
+        sweep = load(f"{ds}-width-sweep")
+        if not sweep.empty:
+            width_sweep(ds, sweep)
+
+
+def width_sweep(ds: str, sweep: pd.DataFrame) -> None:
+    """The accuracy table, the params table, the Pareto frontiers and the three frontier charts of a sweep."""
+    import dataclasses
+    import json
+
+    from mscompare.config import config_for
+    from mscompare.frontier import frontier_chart, mean_over_seeds, pareto, with_latency
+
+    name = {"mnist": "MNIST", "cifar10": "CIFAR-10"}[ds]
+    sweep = sweep.assign(model_config=[json.dumps(dataclasses.replace(
+        config_for(r.model, r.dataset, units=int(r.units), width=int(r.width), expand=int(r.expand)),
+        residual_norm=bool(r.residual_norm)).to_dict()) for r in sweep.itertuples()])
+    pts = with_latency(mean_over_seeds(sweep))
+    print(f"\n### {name} width sweep: accuracy (%) by unit type and width (mean over seeds)\n")
+    wide = pts.pivot_table(index="model", columns="width", values="test_acc") * 100
+    print(wide.round(2).to_markdown())
+    print("\nSeeds per cell:\n")
+    print(pts.pivot_table(index="model", columns="width", values="seeds").fillna(0).astype(int).to_markdown())
+    print("\nParams by unit type and width:\n")
+    print(pts.pivot_table(index="model", columns="width", values="params").astype("Int64").to_markdown())
+    print("\nBatch-1 latency (ms, one thread, this machine) by unit type and width:\n")
+    print(pts.pivot_table(index="model", columns="width", values="latency_ms").round(2).to_markdown())
+    for cost in ("params", "macs", "latency_ms"):
+        f = pareto(pts, cost)
+        fmt = (lambda v: f"{v:.2f} ms") if cost == "latency_ms" else (lambda v: f"{int(v):,}")
+        print(f"\nPareto frontier by {cost}: " + ", ".join(
+            f"{r.model} w{r.width} ({fmt(getattr(r, cost))}, {100 * r.test_acc:.2f}%)" for r in f.itertuples()))
+        fig = frontier_chart(pts, cost, f"{name}: test accuracy vs {cost} (paper preset, widths "
+                                        f"{pts['width'].min()}-{pts['width'].max()})")
+        out = RUNS_CSV.parent / f"{ds}-frontier-{cost.split('_')[0]}"
+        fig.write_html(f"{out}.html", include_plotlyjs="cdn")
+        try:
+            fig.write_image(f"{out}.png", width=900, height=500)
+        except Exception as e:  # noqa: BLE001 - PNG needs kaleido and a browser; the HTML is always written
+            print(f"(no PNG: {e})", file=sys.stderr)
 
 
 def main() -> None:
