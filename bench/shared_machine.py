@@ -76,6 +76,7 @@ async def _drive(url: str, sessions: int, step_s: float = 30.0) -> None:
     busy = [False] * sessions
     done = [0] * sessions
     errors: list[str] = []
+    seconds: list[float] = []  # each interaction's wall time, from its first click to all five predictions
 
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -98,7 +99,9 @@ async def _drive(url: str, sessions: int, step_s: float = 30.0) -> None:
                     break
                 busy[i] = True
                 try:
+                    t0 = loop.time()
                     await _interaction(pg, i, k, state)
+                    seconds.append(loop.time() - t0)
                     done[i] += 1
                 except Exception as e:  # noqa: BLE001 - counted and reported; the session starts over
                     lines = str(e).splitlines()
@@ -127,8 +130,11 @@ async def _drive(url: str, sessions: int, step_s: float = 30.0) -> None:
                 go.clear()
                 while any(busy):
                     await asyncio.sleep(0.05)
-                print(json.dumps({"paused": sum(done), "errors": errors[-5:], "n_errors": len(errors)}),
-                      flush=True)
+                took = sorted(seconds)
+                seconds.clear()
+                q = (lambda f: round(took[min(len(took) - 1, int(f * len(took)))], 2)) if took else (lambda f: None)
+                print(json.dumps({"paused": sum(done), "errors": errors[-5:], "n_errors": len(errors),
+                                  "p50_s": q(0.5), "p95_s": q(0.95), "max_s": q(1.0)}), flush=True)
             elif cmd == "shot":
                 for i, pg in enumerate(pages[:2]):
                     await pg.screenshot(path=str(REPO / "tests" / "screenshots" / f"bench-shared-predict{i}.png"))
@@ -278,7 +284,8 @@ def main() -> int:
                         st = res["driver"]
                         if n == 0:
                             driver.shot()
-                        extra += f"; {res['ui_per_s']:.2f} predictions shown/s"
+                        extra += (f"; {res['ui_per_s']:.2f} predictions shown/s, one takes p50 {st['p50_s']} s, "
+                                  f"p95 {st['p95_s']} s, max {st['max_s']} s")
                         if st["n_errors"]:
                             extra += f"; {st['n_errors']} session errors so far, last: {st['errors'][-1]}"
                         n += 1

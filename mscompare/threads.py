@@ -1,14 +1,15 @@
-"""The thread policy for training: how many intra-op threads a run gets, adapted to what else keeps the cores busy.
+"""The thread policy for training: how many intra-op threads a run gets, kept at what measures fastest.
 
 The process that trains owns these settings: a worker process, or the CLI. `auto` starts a run with its share
-of the cores (all of them alone, one each for two runs on two cores) and then follows the machine: every
-couple of seconds, on the training thread, it measures how many cores other processes keep busy and trains
-with the cores left (at least one). Two spinning threads on cores that a browser also wants collapse (12.8x
-slower); one thread beside it loses only its fair share. OpenMP's wait policy is left at libgomp's default,
-which was fastest alone; OMP_WAIT_POLICY in the environment overrides it. bench/shared_machine.py measures the
-candidates alone and beside a busy browser (docs/bench-shared-machine.txt): googlenet on CIFAR-10, auto gave
-1546 img/s alone (0.96x the best policy) and 583 beside 4 browser sessions (the best of all five; 2 fixed
-threads gave 267).
+of the cores (all of them alone, one each for two runs on two cores) and then measures: every couple of
+seconds of training it takes the run's own speed and the cores other, un-niced processes keep busy; now and
+then it tries one thread more or fewer for one such window and keeps whichever trained faster (adapt). Two
+spinning threads beside a busy un-niced process can collapse (12.8x slower in issue 15's measurement), and
+the probe finds one thread faster there; beside work that yields (niced), two stay faster. While runs train,
+the app's page threads run niced (lower_thread_priority, ui.yield_to_training), every training marks itself
+so the app sees it wherever it was started (training_mark), and OpenMP's wait policy stays at libgomp's
+default, the fastest alone; OMP_WAIT_POLICY in the environment overrides it. bench/shared_machine.py measures
+the candidates alone and beside four busy browser sessions (docs/bench-shared-machine.txt).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+PAGE_NICE = 15  # the app's page threads while runs train ($MSCOMPARE_PAGE_NICE; 0 = never lowered)
 WINDOW = 2.0  # seconds of training per speed measurement
 PROBE_EVERY = 10.0  # seconds before the next try of another thread count (doubled after each losing try)
 PROBE_MAX = 80.0
