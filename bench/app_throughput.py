@@ -343,7 +343,7 @@ def app_run(page, url: str, store, model: str, iters: int, shot: Path | None = N
     box.fill(str(iters))
     box.press("Tab")
     page.get_by_role("button", name="Start training").click()
-    page.get_by_text("Queued 1 runs").wait_for()
+    page.get_by_text("Queued 1 run as batch").wait_for()
     page.wait_for_url(re.compile(r"batch="))
     batch = re.search(r"batch=([^&]+)", page.url)[1]
     page.get_by_text(re.compile(rf"^{model}: (running|done)")).wait_for(timeout=300_000)

@@ -175,14 +175,15 @@ class RunManager:
     def submit_many(self, runs: list[tuple[ModelConfig, TrainConfig]], tag: str = "", batch: str = "") -> list[str]:
         """Queue runs together: all are known as queued before the first starts, so each gets its share of
         the cores from the start (a lone first run would otherwise take them all)."""
-        ids = []
+        ids, work = [], {}
         for cfg, train_cfg in runs:
             params, macs = cost(cfg)
             rid = self.store.create(cfg, train_cfg, tag, batch, params=params, macs=macs)
             with self._lock:
                 self._live[rid] = {"status": "queued", "iter": 0, "iters": train_cfg.iters}
             ids.append(rid)
-        for rid in ids:
+            work[rid] = (macs or params) * train_cfg.iters
+        for rid in sorted(ids, key=lambda r: -work[r]):  # the longest first: a short run ends the batch, not a long one
             self._q.put(rid)
         return ids
 

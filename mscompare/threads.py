@@ -97,7 +97,7 @@ def adapt(ev: dict | None = None) -> None:
     together with the cores that other, un-niced processes keep busy. Now and then it tries one thread more
     (only when those others leave a clear quarter core beyond it) or one fewer (only when others are busy at all) for one window,
     and keeps whichever was faster. A probe that loses doubles the wait before the next one (PROBE_EVERY up
-    to PROBE_MAX); a window much slower than the last one at the same count probes at once."""
+    to PROBE_MAX); a window much slower than the last one at the same count, or a core freed by others, probes at once."""
     if not _applied.get("adaptive") or not ev or ev.get("kind") != "step" or not ev.get("images_per_s"):
         return
     timed = ev["iter"] - WARMUP_ITERS
@@ -137,12 +137,14 @@ def adapt(ev: dict | None = None) -> None:
             _state["backoff"] = min(_state["backoff"] * 2, PROBE_MAX)
         _state["next_probe"] = now + _state["backoff"]
         return
-    if last_here is not None and rate < SLOWDOWN * last_here:
-        _state["next_probe"] = now  # something changed: look again now
+    cores = cpu_count()
+    room = have < cores and others < cores - have - 0.25  # others leave a core free for one thread more
+    if (last_here is not None and rate < SLOWDOWN * last_here) or (room and not _state.get("room")):
+        _state["next_probe"] = now  # something changed (slower, or another run ended): look again now
+    _state["room"] = room
     if now < _state["next_probe"]:
         return
-    cores = cpu_count()
-    up = have + 1 if have < cores and others < cores - have - 0.25 else None
+    up = have + 1 if room else None
     down = have - 1 if have > 1 and others > 0.3 else None
     target = down if down is not None and (up is None or _state.get("last_probe") == "up") else up
     if target is None:

@@ -80,7 +80,8 @@ def test_home_and_every_page(server, page):
     page.get_by_role("heading", name="mscompare").wait_for()
     page.screenshot(path=SHOTS / "home.png")
     for path, heading, ready in (("architectures", "Architectures", "Every unit type on"),
-                                 ("train", "Train & compare", "No runs yet"), ("runs", "Runs", "No runs stored yet")):
+                                 ("train", "Train & compare", "No runs yet"), ("sweep", "Sweep", "No finished runs yet"),
+                                 ("runs", "Runs", "No runs stored yet")):
         page.goto(f"{server}/{path}")
         page.get_by_role("heading", name=heading).first.wait_for()
         page.get_by_text(ready).first.wait_for()

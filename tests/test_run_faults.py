@@ -288,3 +288,18 @@ def test_a_page_thread_at_lowered_priority_still_starts_runs_at_the_servers_prio
         row = store.get(rid)
         assert row["status"] == "done", row["message"]
         assert json.loads(row["env"])["thread_policy"]["nice"] == process_nice()
+
+
+def test_a_batch_queues_its_longest_runs_first(tmp_path, monkeypatch):
+    """Side by side, the batch ends with a short run rather than a long one alone on the machine."""
+    store = RunStore(tmp_path / "runs")
+    mgr = RunManager(store, concurrency=1)
+    mgr.set_concurrency(1)
+    monkeypatch.setattr(mgr, "_q", jobs.queue.Queue())
+    order = []
+    monkeypatch.setattr(mgr._q, "put", order.append)
+    cfgs = [ModelConfig(model=m, width=w, units=2, num_classes=4) for m, w in
+            (("mobilenet", 8), ("alexnet", 64), ("googlenet", 32))]
+    ids = mgr.submit_many([(c, tcfg(tmp_path)) for c in cfgs])
+    macs = {r["id"]: r["macs"] for r in store.list(ids=ids)}
+    assert order == sorted(ids, key=lambda r: -macs[r]) and order != ids  # ids stay in the given order

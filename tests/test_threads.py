@@ -65,9 +65,11 @@ def test_a_run_started_beside_another_takes_every_core_once_alone(monkeypatch, k
         busy = t < 60  # the other run trains for the first minute
         return {1: 6, 2: 4 if busy else 10}[n]
 
+    monkeypatch.setattr(threads, "PROBE_EVERY", 50.0)  # so only the freed core can explain a quick switch
     seen = simulate(monkeypatch, threads.adapt, speed, lambda t: 1.0 if t < 60 else 0.02, 120, concurrent=2)
     assert all(n == 1 for t, n in seen if t < 60)  # no room for a second thread: never tried
     assert seen[-1][1] == 2 and threads.current_policy()["max_threads"] == 2
+    assert next(t for t, n in seen if n == 2) < 67  # the freed core is tried at once, not at the next probe time
 
 
 def test_a_fixed_thread_count_is_never_adapted(monkeypatch, keep_threads):
