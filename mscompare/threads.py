@@ -95,7 +95,7 @@ def adapt(ev: dict | None = None) -> None:
 
     Every WINDOW seconds the run's own speed is measured (training time only: evaluation pauses are left out)
     together with the cores that other, un-niced processes keep busy. Now and then it tries one thread more
-    (only when those others leave a clear quarter core beyond it) or one fewer (only when others are busy at all) for one window,
+    (only when those others leave a clear quarter core beyond it) or one fewer (only when others keep half a core busy) for one window,
     and keeps whichever was faster. A probe that loses doubles the wait before the next one (PROBE_EVERY up
     to PROBE_MAX); a window much slower than the last one at the same count, or a core freed by others, probes at once."""
     if not _applied.get("adaptive") or not ev or ev.get("kind") != "step" or not ev.get("images_per_s"):
@@ -145,7 +145,7 @@ def adapt(ev: dict | None = None) -> None:
     if now < _state["next_probe"]:
         return
     up = have + 1 if room else None
-    down = have - 1 if have > 1 and others > 0.3 else None
+    down = have - 1 if have > 1 and others > 0.5 else None
     target = down if down is not None and (up is None or _state.get("last_probe") == "up") else up
     if target is None:
         _state["next_probe"] = now + _state["backoff"]

@@ -62,11 +62,12 @@ if picked != current:
     st.query_params["batch"] = picked
 
 
-def live(batch: str, polling: bool):
+def status(batch: str, polling: bool):
+    """Every run's progress, loss, images/s and ETA, and its Cancel button: refreshed every 2 s while it trains."""
     runs = svc.runs(batch=batch)
     active = runs[runs["status"].isin(["queued", "running"])]
     if polling and active.empty:
-        st.rerun()  # the batch just finished: redraw once without the timer, so an idle tab costs nothing
+        st.rerun()  # the batch just finished: redraw once without the timers, so an idle tab costs nothing
     st.text(f"{len(active)} of {len(runs)} runs active: "
             + ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items()))
     for r in runs.itertuples():
@@ -86,6 +87,12 @@ def live(batch: str, polling: bool):
         c1.text(", ".join(bits))
         if r.status in ("queued", "running") and c2.button("Cancel", key=f"cancel-{r.id}"):
             svc.cancel(r.id)
+
+
+def results(batch: str):
+    """The curves and the results table: refreshed every 10 s while the batch trains (a chart redraw costs
+    the browser far more than a progress bar), once more when it ends."""
+    runs = svc.runs(batch=batch)
     st.plotly_chart(accuracy_chart(svc.curves(runs["id"].tolist()), f"Batch {batch}"), key="live_chart")
     table = svc.results(runs)
     st.subheader("Results (like the paper's Tables 3-6)")
@@ -95,4 +102,5 @@ def live(batch: str, polling: bool):
 
 
 polling = bool(svc.runs(batch=picked)["status"].isin(["queued", "running"]).any())
-st.fragment(run_every=2 if polling else None)(live)(picked, polling)
+st.fragment(run_every=2 if polling else None)(status)(picked, polling)
+st.fragment(run_every=10 if polling else None)(results)(picked)
