@@ -330,12 +330,14 @@ def policy_text(pol: dict) -> str:
 
 # ---------------------------------------------------------------- one run through the app's Train page
 
-def app_run(page, url: str, store, model: str, iters: int, shot: Path | None = None) -> dict:
+def app_run(page, url: str, store, model: str, dataset: str, iters: int, shot: Path | None = None) -> dict:
     """Start a one-model batch on the Train page and keep the tab open until it finishes."""
     from mscompare.models import list_units
 
     page.goto(f"{url}/train")
     page.get_by_role("button", name="Start training").wait_for()
+    page.get_by_role("combobox", name="Dataset").click()  # the first found (alphabetical) is not the CLI's
+    page.get_by_role("option", name=dataset, exact=True).click()
     for m in list_units():
         if m != model:
             page.get_by_role("button", name=f"Remove {m}").click()
@@ -351,8 +353,10 @@ def app_run(page, url: str, store, model: str, iters: int, shot: Path | None = N
     if shot:
         page.wait_for_timeout(1000)
         page.screenshot(path=shot, full_page=True)
-    rows = store.list(batch=batch)
-    assert len(rows) == 1 and rows[0]["status"] == "done", rows
+    deadline = time.time() + 30  # the page may show the live "done" a moment before the store has it
+    while (rows := store.list(batch=batch)) and rows[0]["status"] != "done" and time.time() < deadline:
+        time.sleep(0.2)
+    assert len(rows) == 1 and rows[0]["status"] == "done" and rows[0]["dataset"] == dataset, rows
     row = rows[0]
     return {"batch": batch, "images_per_s": row["images_per_s"], "seconds": row["seconds"],
             "policy": json.loads(row["env"] or "{}").get("thread_policy", {})}
@@ -461,7 +465,7 @@ def main() -> int:
                               OwnMeter()]
                     if kind == "app":
                         r, others, (swc, bc, _, sc) = guarded(
-                            lambda: app_run(page, url, store, a.model, a.iters, shots / f"bench-app-run{i}.png"),
+                            lambda: app_run(page, url, store, a.model, a.dataset, a.iters, shots / f"bench-app-run{i}.png"),
                             meters, a.disturbed, a.retries, say, side=[CpuMeter(lambda: {app.pid})])
                         app_rates.append(r["images_per_s"])
                         say(f"   round {i + 1} app: {r['images_per_s']:7.0f} img/s  ({policy_text(r['policy'])}; "

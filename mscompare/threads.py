@@ -94,10 +94,11 @@ def adapt(ev: dict | None = None) -> None:
     """On the training thread, with each progress event: keep the thread count that trains fastest now.
 
     Every WINDOW seconds the run's own speed is measured (training time only: evaluation pauses are left out)
-    together with the cores that other, un-niced processes keep busy. Now and then it tries one thread more
-    (only when those others leave a clear quarter core beyond it) or one fewer (only when others keep half a core busy) for one window,
-    and keeps whichever was faster. A probe that loses doubles the wait before the next one (PROBE_EVERY up
-    to PROBE_MAX); a window much slower than the last one at the same count, or a core freed by others, probes at once."""
+    together with the cores that other, un-niced processes keep busy. Now and then it tries, for one window,
+    one thread more (when those others leave a core free beyond a quarter) or one fewer (when they keep half
+    a core busy), and keeps whichever was faster. A probe that loses doubles the wait before the next one
+    (PROBE_EVERY up to PROBE_MAX); a window much slower than the last at the same count, or a core freed by
+    others, probes at once."""
     if not _applied.get("adaptive") or not ev or ev.get("kind") != "step" or not ev.get("images_per_s"):
         return
     timed = ev["iter"] - WARMUP_ITERS
