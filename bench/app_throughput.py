@@ -404,6 +404,24 @@ def five_model_job(dataset: str, data_root: str, concurrency: int, iters: int | 
         os.environ.update(saved)
 
 
+
+class Report:
+    """A benchmark's report: say() prints a line and keeps it; write() saves the lines to --out ('' = don't)."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def say(self, line: str = "") -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+
+    def write(self, out: str, append: bool = False) -> None:
+        if out:
+            with open(out, "a" if append else "w") as f:
+                f.write(("\n" if append else "") + "\n".join(self.lines) + "\n")
+            print(f"{'appended to' if append else 'wrote'} {out}")
+
+
 # ---------------------------------------------------------------- main
 
 def main() -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from app_throughput import machine_info, wait_quiet  # noqa: E402
+from app_throughput import Report, machine_info, wait_quiet  # noqa: E402
 
 # (label, widget index, value): slider 0 = units, slider 1 = width, selectbox 0 = dataset
 WALK = [("units 1", "slider", 0, 1), ("units 2", "slider", 0, 2), ("units 3", "slider", 0, 3),
@@ -74,11 +74,8 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)  # as app.py sets it for the server
-    report: list[str] = []
-
-    def say(line: str = "") -> None:
-        print(line, flush=True)
-        report.append(line)
+    rep = Report()
+    say = rep.say
 
     say("# bench/architectures_latency.py " + " ".join(sys.argv[1:]))
     for line in machine_info():
@@ -98,9 +95,7 @@ def main() -> int:
     for on in (True, False):
         say(f"prefetch {'on ' if on else 'off'}: slowest move over rounds {max(worst[on]):.2f} s "
             f"(target <= 0.5 s: {'met' if max(worst[on]) <= 0.5 else 'NOT met'})")
-    if a.out:
-        Path(a.out).write_text("\n".join(report) + "\n")
-        print(f"wrote {a.out}")
+    rep.write(a.out)
     return 0
 
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from app_throughput import PYTHON, REPO, THREAD_VARS, OwnMeter, guarded, machine_info, wait_quiet  # noqa: E402
+from app_throughput import PYTHON, Report, REPO, THREAD_VARS, OwnMeter, guarded, machine_info, wait_quiet  # noqa: E402
 
 MODELS = ["alexnet", "mobilenet", "googlenet", "ms_concat", "ms_add"]
 
@@ -61,11 +61,8 @@ def main() -> int:
     ap.add_argument("--append", action="store_true")
     a = ap.parse_args()
 
-    report: list[str] = []
-
-    def say(line: str = "") -> None:
-        print(line, flush=True)
-        report.append(line)
+    rep = Report()
+    say = rep.say
 
     say("# bench/sweep_speedup.py " + " ".join(sys.argv[1:]))
     for line in machine_info():
@@ -86,10 +83,7 @@ def main() -> int:
     wd, w1 = (sum(v) / len(v) for v in (walls["default"], walls["1"]))
     say(f"\nmean: default workers {wd:.1f} s, one at a time {w1:.1f} s: speedup {w1 / wd:.2f}x "
         f"(target >= 1.3x: {'met' if w1 / wd >= 1.3 else 'NOT met'})")
-    if a.out:
-        with open(a.out, "a" if a.append else "w") as f:
-            f.write(("\n" if a.append else "") + "\n".join(report) + "\n")
-        print(f"{'appended to' if a.append else 'wrote'} {a.out}")
+    rep.write(a.out, a.append)
     return 0
 
 
