@@ -55,8 +55,9 @@ ids = [b["batch"] for b in batches]
 current = st.session_state.get("batch") or st.query_params.get("batch")
 current = current if current in ids else ids[0]
 picked = st.selectbox("Batch", ids, index=ids.index(current),
-                      format_func=lambda b: next(f"{b} — {x['runs']} runs on {x['dataset']} ({x['preset']}): "
-                                                 f"{x['models']}" for x in batches if x["batch"] == b))
+                      format_func=lambda b: next(f"{b} — {x['runs']} run{'s' if x['runs'] != 1 else ''} on "
+                                                 f"{x['dataset']} ({x['preset']}): {x['models']}"
+                                                 for x in batches if x["batch"] == b))
 if picked != current:
     st.session_state["batch"] = picked
     st.query_params["batch"] = picked

@@ -117,6 +117,7 @@ def width_sweep(ds: str, sweep: pd.DataFrame) -> None:
     from mscompare.frontier import frontier_chart, mean_over_seeds, pareto, with_latency
 
     name = {"mnist": "MNIST", "cifar10": "CIFAR-10"}[ds]
+    sweep = sweep[(sweep["expand"] == 1) & (sweep["preset"] == "paper")]  # the expansion experiment's N = 2C apart
     sweep = sweep.assign(model_config=[json.dumps(dataclasses.replace(
         config_for(r.model, r.dataset, units=int(r.units), width=int(r.width), expand=int(r.expand)),
         residual_norm=bool(r.residual_norm)).to_dict()) for r in sweep.itertuples()])
