@@ -148,7 +148,7 @@ def start_batch(page, server, models, iters):
     box.fill(str(iters))
     box.press("Tab")
     page.get_by_role("button", name="Start training").click()
-    page.get_by_text(f"Queued {len(models)} runs").wait_for()
+    page.get_by_text(f"Queued {len(models)} run{'s' if len(models) != 1 else ''} as batch").wait_for()
     page.wait_for_url(re.compile(r"[?&]batch="))
     return re.search(r"[?&]batch=([^&#]+)", page.url)[1]
 
