@@ -178,10 +178,7 @@ def lower_thread_priority(nice: int = 19) -> bool:
 
 def process_nice() -> int | None:
     """The nice value of this process's main thread: what its worker processes should train at."""
-    try:
-        return os.getpriority(os.PRIO_PROCESS, os.getpid())
-    except (AttributeError, OSError):
-        return None
+    return _nice(os.getpid())
 
 
 def restore_nice(nice: int | None) -> None:
@@ -196,9 +193,10 @@ def restore_nice(nice: int | None) -> None:
         pass
 
 
-def _nice() -> int | None:
+def _nice(who: int = 0) -> int | None:
+    """The nice value of `who` (0: the calling thread), None where the platform has none."""
     try:
-        return os.getpriority(os.PRIO_PROCESS, 0)
+        return os.getpriority(os.PRIO_PROCESS, who)
     except (AttributeError, OSError):
         return None
 
