@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 
 from mscompare.config import DATASETS, PRESETS, preset
 from mscompare.models import MAX_UNITS, list_units
@@ -350,6 +352,16 @@ def build_parser() -> ArgParser:
     return p
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM stops a long command as Ctrl-C does, and so does SIGINT where the shell ignored it (`cmd &`)."""
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     from mscompare.checkpoints import CheckpointError
     from mscompare.data import DatasetError
@@ -360,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     try:
         configure_process(policy(getattr(a, "threads", None) or 0))
+        if a.cmd in ("train", "reproduce", "sweep") and threading.current_thread() is threading.main_thread():
+            _stop_on_signals()
         return {"info": cmd_info, "train": cmd_train, "runs": cmd_runs, "predict": cmd_predict,
                 "reproduce": cmd_reproduce, "sweep": cmd_sweep}[a.cmd](a)
     except ValueError as e:  # argument and config validation (width, units, lr, iterations...)

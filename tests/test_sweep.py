@@ -151,3 +151,23 @@ def test_a_killed_ray_worker_is_retried_once_and_then_recorded(data, tmp_path, k
     finally:
         stop.set()
         ray.shutdown()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_background_sweep_cli_stops_cleanly_on_a_signal(data, tmp_path, sig):
+    # `sweep ... &` from a script starts with SIGINT ignored; SIGTERM and SIGINT must still stop it as Ctrl-C does
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "mscompare", "sweep", "--models", "mobilenet", "alexnet", "--datasets", "mnist",
+           "--widths", "8", "--iters", "100000", "--data-root", str(data), "--runs-dir", str(runs), "--workers", "1"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.time() + 120
+    while time.time() < deadline and not (runs.exists() and any(r["status"] == "running"
+                                                                 for r in RunStore(runs).list())):
+        time.sleep(0.5)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=90)
+    assert p.returncode == 130, err
+    assert "interrupted; finished runs are kept" in err
+    rows = RunStore(runs).list()
+    assert len(rows) == 2 and {r["status"] for r in rows} <= {"cancelled", "interrupted"}
