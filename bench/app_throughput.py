@@ -349,7 +349,7 @@ def app_run(page, url: str, store, model: str, dataset: str, iters: int, shot: P
     page.wait_for_url(re.compile(r"batch="))
     batch = re.search(r"batch=([^&]+)", page.url)[1]
     page.get_by_text(re.compile(rf"^{model}: (running|done)")).wait_for(timeout=300_000)
-    page.get_by_text("0 of 1 runs active").wait_for(timeout=3_600_000)
+    page.get_by_text("0 of 1 run active").wait_for(timeout=3_600_000)
     if shot:
         page.wait_for_timeout(1000)
         page.screenshot(path=shot, full_page=True)

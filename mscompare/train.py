@@ -1,6 +1,7 @@
 """Training as a few plain functions: device and precision, evaluate, and train with live progress."""
 from __future__ import annotations
 
+import copy
 import math
 import time
 from contextlib import nullcontext
@@ -40,21 +41,32 @@ def available_devices() -> list[str]:
     return ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def bf16_is_faster(device: torch.device, size: int = 512, reps: int = 5) -> bool:
-    """A quick probe: is a bf16 autocast matmul faster than fp32 here? (False on CPUs without native bf16.)"""
-    a = torch.randn(size, size, device=device)
+def step_times(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 3) -> dict[str, float]:
+    """Seconds per forward + backward step of a copy of `model` on batch (x, y), fp32 and bf16 autocast,
+    interleaved after one warm-up step each. The model itself, its gradients and the RNG are untouched."""
+    probe = copy.deepcopy(model).train()
+    contexts = {"fp32": nullcontext, "bf16": lambda: torch.autocast(x.device.type, dtype=torch.bfloat16)}
+    total = dict.fromkeys(contexts, 0.0)
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        for rep in range(steps + 1):
+            for name, ctx in contexts.items():
+                t = time.perf_counter()
+                with ctx():
+                    loss = F.cross_entropy(probe(x), y)
+                loss.backward()
+                probe.zero_grad(set_to_none=True)
+                loss.item()  # waits for the GPU
+                if rep:
+                    total[name] += time.perf_counter() - t
+    return {k: v / steps for k, v in total.items()}
 
-    def timed(ctx) -> float:
-        with ctx:
-            (a @ a).sum().item()
-            t = time.perf_counter()
-            for _ in range(reps):
-                (a @ a).sum().item()
-        return time.perf_counter() - t
 
-    fp32 = timed(nullcontext())
-    bf16 = timed(torch.autocast(device.type, dtype=torch.bfloat16))
-    return bf16 < 0.8 * fp32
+def bf16_is_faster(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[bool, dict]:
+    """The `auto` probe: a few training steps of this model on one batch in each precision. It times the
+    model itself, not a matmul: these nets are mostly (depthwise) convolutions, whose bf16 kernels are not
+    the matmul's, and the probe must answer for the run about to train. bf16 must win by 20%."""
+    t = step_times(model, x, y)
+    return t["bf16"] < 0.8 * t["fp32"], {f"{k}_step_ms": round(v * 1000, 2) for k, v in t.items()}
 
 
 # Device types where `auto` may pick bf16 (when the probe also finds it faster). Empty for now: on an H100,
@@ -63,10 +75,19 @@ def bf16_is_faster(device: torch.device, size: int = 512, reps: int = 5) -> bool
 BF16_AUTO_DEVICES: tuple[str, ...] = ()
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    if name == "auto":
-        return "bf16" if device.type in BF16_AUTO_DEVICES and bf16_is_faster(device) else "fp32"
-    return name
+def resolve_precision(name: str, model: torch.nn.Module, model_cfg: ModelConfig, batch_size: int,
+                      device: torch.device) -> tuple[str, dict]:
+    """fp32 or bf16 for this run, and the probe's step times where `auto` ran it (on a random batch of the
+    run's shape: the values don't change the speed)."""
+    if name != "auto":
+        return name, {}
+    if device.type not in BF16_AUTO_DEVICES:
+        return "fp32", {}
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, model_cfg.in_channels, model_cfg.input_size, model_cfg.input_size, generator=g)
+    y = torch.randint(model_cfg.num_classes, (batch_size,), generator=g)
+    faster, probe = bf16_is_faster(model, x.to(device, memory_format=torch.channels_last), y.to(device))
+    return ("bf16" if faster else "fp32"), probe
 
 
 def environment(device: torch.device, precision: str) -> dict:
@@ -176,9 +197,6 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_data: ArrayData, test_
 def _train(model_cfg, cfg, train_data, test_data, progress, should_stop) -> dict:
     check_trainable(cfg, train_data, test_data)
     device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
-    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16"
-                else nullcontext)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)
         model = build_model(model_cfg).to(device, memory_format=torch.channels_last)
@@ -194,6 +212,9 @@ def _train(model_cfg, cfg, train_data, test_data, progress, should_stop) -> dict
     train_time, loss_sum, loss_n, timed_iters = 0.0, 0.0, 0, 0
     batches = tr.train_batches(cfg.batch_size)
     model.train()
+    precision, probe = resolve_precision(cfg.precision, model, model_cfg, cfg.batch_size, device)
+    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16"
+                else nullcontext)
     for it in range(1, cfg.iters + 1):
         if should_stop is not None and should_stop():
             raise Cancelled()
@@ -235,5 +256,5 @@ def _train(model_cfg, cfg, train_data, test_data, progress, should_stop) -> dict
     ips = timed_iters * cfg.batch_size / train_time if timed_iters else cfg.iters * cfg.batch_size / max(
         time.perf_counter() - t0, 1e-9)
     return {"test_acc": final_acc, "curve": curve, "seconds": time.perf_counter() - t0, "images_per_s": ips,
-            "model": model, "norm": {"mean": mean, "std": std}, "env": environment(device, precision),
+            "model": model, "norm": {"mean": mean, "std": std}, "env": {**environment(device, precision), **probe},
             "evaluation": evaluation}

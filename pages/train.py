@@ -69,7 +69,7 @@ def status(batch: str, polling: bool):
     active = runs[runs["status"].isin(["queued", "running"])]
     if polling and active.empty:
         st.rerun()  # the batch just finished: redraw once without the timers, so an idle tab costs nothing
-    st.text(f"{len(active)} of {len(runs)} runs active: "
+    st.text(f"{len(active)} of {len(runs)} run{'' if len(runs) == 1 else 's'} active: "
             + ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items()))
     for r in runs.itertuples():
         done_iters = int(r.iter) if r.iter == r.iter and r.iter is not None else 0
@@ -90,6 +90,10 @@ def status(batch: str, polling: bool):
             svc.cancel(r.id)
 
 
+SHORT = {"run_id": "run", "dataset": "data", "iters": "iters", "units": "units", "width": "width",
+         "status": "status", "test_acc_%": "acc %", "seconds": "s", "images_per_s": "img/s"}
+
+
 def results(batch: str):
     """The curves and the results table: refreshed every 10 s while the batch trains (a chart redraw costs
     the browser far more than a progress bar), once more when it ends."""
@@ -97,8 +101,8 @@ def results(batch: str):
     st.plotly_chart(accuracy_chart(svc.curves(runs["id"].tolist()), f"Batch {batch}"), key="live_chart")
     table = svc.results(runs)
     st.subheader("Results (like the paper's Tables 3-6)")
-    st.dataframe(table, hide_index=True, column_config={  # narrow columns: the table fits the page
-        c: st.column_config.Column(width="small") for c in table.columns if c not in ("run_id", "created")})
+    st.dataframe(table, hide_index=True, column_config={  # short headers, narrow columns: the table fits the page
+        c: st.column_config.Column(SHORT.get(c), width="small") for c in table.columns if c != "created"})
     st.download_button("Download results CSV", table.to_csv(index=False), f"results-{batch}.csv", "text/csv")
 
 

@@ -238,7 +238,7 @@ def test_batch_live_cancel_reload_and_csv(server, page, shot_on_failure):
     # a newer batch exists; the URL of the first still shows the first, and only it, also after a reload
     newer = start_batch(page, server, ["alexnet"], 10)
     assert newer != batch
-    page.get_by_text("0 of 1 runs active").wait_for(timeout=300_000)
+    page.get_by_text("0 of 1 run active").wait_for(timeout=300_000)
     page.goto(f"{server}/train?batch={batch}")
     shows_only_batch(page, batch, ["alexnet: done", "mobilenet: cancelled"])
     page.reload()

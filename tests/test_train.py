@@ -173,15 +173,43 @@ def test_precision_resolution(monkeypatch):
     from mscompare import train as tr
 
     cpu = torch.device("cpu")
-    assert tr.resolve_precision("fp32", cpu) == "fp32" and tr.resolve_precision("bf16", cpu) == "bf16"
-    assert tr.resolve_precision("auto", cpu) == "fp32"  # bf16 not yet validated for auto anywhere
+    cfg = ModelConfig(**SMALL)
+    model = build_model(cfg)
+    assert tr.resolve_precision("fp32", model, cfg, 8, cpu) == ("fp32", {})
+    assert tr.resolve_precision("bf16", model, cfg, 8, cpu) == ("bf16", {})
+    assert tr.resolve_precision("auto", model, cfg, 8, cpu) == ("fp32", {})  # cpu not in BF16_AUTO_DEVICES
     monkeypatch.setattr(tr, "BF16_AUTO_DEVICES", ("cpu",))
-    monkeypatch.setattr(tr, "bf16_is_faster", lambda device: True)
-    assert tr.resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(tr, "bf16_is_faster", lambda device: False)
-    assert tr.resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(tr, "step_times", lambda m, x, y: {"fp32": 0.010, "bf16": 0.006})
+    assert tr.resolve_precision("auto", model, cfg, 8, cpu) == ("bf16", {"fp32_step_ms": 10.0, "bf16_step_ms": 6.0})
+    monkeypatch.setattr(tr, "step_times", lambda m, x, y: {"fp32": 0.010, "bf16": 0.009})  # under the 0.8 margin
+    assert tr.resolve_precision("auto", model, cfg, 8, cpu)[0] == "fp32"
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="fp16")
+
+
+def test_the_bf16_probe_times_real_steps_and_leaves_the_model_alone():
+    from mscompare.train import step_times
+
+    cfg = ModelConfig(**SMALL)
+    model = build_model(cfg).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}  # BatchNorm running stats included
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(4, (16,))
+    rng = torch.get_rng_state()
+    t = step_times(model, x, y, steps=2)
+    assert set(t) == {"fp32", "bf16"} and all(0 < v < 10 for v in t.values())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters()) and torch.equal(torch.get_rng_state(), rng)
+
+
+def test_auto_precision_records_the_probe_in_the_run(tiny_npz, monkeypatch):
+    from mscompare import train as tr
+
+    monkeypatch.setattr(tr, "BF16_AUTO_DEVICES", ("cpu",))
+    tr_, te = load_dataset("tinydigits", tiny_npz)
+    cfg = TrainConfig(dataset="tinydigits", iters=5, batch_size=32, eval_every=5, device="cpu", precision="auto")
+    env = train(ModelConfig(**SMALL), cfg, tr_, te)["env"]
+    assert env["precision"] in ("fp32", "bf16") and env["fp32_step_ms"] > 0 and env["bf16_step_ms"] > 0
+    assert (env["precision"] == "bf16") == (env["bf16_step_ms"] < 0.8 * env["fp32_step_ms"])
 
 
 def test_bf16_training_runs_and_is_recorded(tiny_npz):
