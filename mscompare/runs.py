@@ -168,7 +168,8 @@ class RunStore:
     def batches(self, tag: str | None = None) -> list[dict]:
         """Batches of runs started together, newest first: id, when, how many runs, which models."""
         sql = ("SELECT batch, MIN(created) AS created, COUNT(*) AS runs, GROUP_CONCAT(model, ', ') AS models, "
-               "MIN(dataset) AS dataset, MIN(preset) AS preset FROM runs WHERE batch IS NOT NULL AND batch != ''"
+               "MIN(dataset) AS dataset, MIN(preset) AS preset, "
+               "MIN(COALESCE(json_extract(train_config, '$.precision'), 'fp32')) AS precision FROM runs WHERE batch IS NOT NULL AND batch != ''"
                + (" AND tag=?" if tag else "") + " GROUP BY batch ORDER BY created DESC")
         return self._query(sql, (tag,) if tag else ())
 

@@ -29,16 +29,20 @@ with st.form("start"):
                                     "quick: 300 iterations; modern: the paper's budget with SGD one-cycle")
     iters = c3.number_input("Iterations (0 = preset's)", 0, 100000, 0, step=100)
     device = c4.selectbox("Device", available_devices())
-    c6, c7 = st.columns(2)
+    c6, c7, c8 = st.columns([2, 2, 1])
     units = c6.slider("Units (0 = paper's)", 0, 4, 0, key="train_units",
                       help="0 uses the paper's count: 2 on MNIST, 3 on CIFAR-10 and SVHN; GoogLeNet 2 on all.")
     width = c7.slider("Width", 8, 128, 32, step=8)
+    precision = c8.selectbox("Precision", ["fp32", "bf16", "auto"],
+                             help="bf16 autocast trains faster on CPUs with native bf16 (AVX512-BF16, AMX) and "
+                                  "on GPUs; auto times a few steps of each model both ways and takes bf16 only "
+                                  "where it is 20% faster. docs/RESULTS.md has the accuracy check.")
     if dataset:
         st.caption("Units per model: " + ", ".join(f"{m} {units or paper_units(m, dataset)}" for m in models))
     if st.form_submit_button("Start training", type="primary", disabled=not found):
         try:
             batch, ids = svc.start(models, dataset, preset_name, found[dataset], device, iters or None,
-                                   units or None, width)
+                                   units or None, width, precision=precision)
             st.session_state["batch"] = batch
             st.query_params["batch"] = batch
             st.success(f"Queued {len(ids)} run{'s' if len(ids) != 1 else ''} as batch {batch}; "
@@ -56,7 +60,7 @@ current = st.session_state.get("batch") or st.query_params.get("batch")
 current = current if current in ids else ids[0]
 picked = st.selectbox("Batch", ids, index=ids.index(current),
                       format_func=lambda b: next(f"{b} — {x['runs']} run{'s' if x['runs'] != 1 else ''} on "
-                                                 f"{x['dataset']} ({x['preset']}): {x['models']}"
+                                                 f"{x['dataset']} ({x['preset']}, {x['precision']}): {x['models']}"
                                                  for x in batches if x["batch"] == b))
 if picked != current:
     st.session_state["batch"] = picked

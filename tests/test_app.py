@@ -74,6 +74,7 @@ def test_train_page_runs_in_background_and_shows_results(app_env):
     at = app("pages/train.py")
     at.number_input[0].set_value(20)
     at.multiselect[0].set_value(["mobilenet", "ms_add"])
+    next(s for s in at.selectbox if s.label == "Precision").set_value("bf16")
     at.button[0].click().run()
     assert not at.exception and at.success, [e.value for e in at.error]
     from ui import service
@@ -82,8 +83,11 @@ def test_train_page_runs_in_background_and_shows_results(app_env):
     assert svc.manager.wait(timeout=180)
     done = svc.runs(tag="app")
     assert set(done.head(2)["status"]) == {"done"}
+    assert {json.loads(svc.store.get(r)["env"])["precision"] for r in done.head(2)["id"]} == {"bf16"}
     at.run()
     assert not at.exception
+    batch = next(s for s in at.selectbox if s.label == "Batch")
+    assert "(quick, bf16)" in batch.format_func(batch.value)
     results = [d.value for d in at.dataframe][-1]
     assert set(results["model"]) == {"mobilenet", "ms_add"} and results["test_acc_%"].notna().all()
 
