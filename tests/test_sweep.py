@@ -171,3 +171,20 @@ def test_a_background_sweep_cli_stops_cleanly_on_a_signal(data, tmp_path, sig):
     assert "interrupted; finished runs are kept" in err
     rows = RunStore(runs).list()
     assert len(rows) == 2 and {r["status"] for r in rows} <= {"cancelled", "interrupted"}
+
+
+def test_the_bf16_check_tool_runs_both_precisions_resumably_and_reports(data, tmp_path):
+    tool = Path(__file__).resolve().parents[1] / "tools" / "bf16_check.py"
+    cmd = [sys.executable, str(tool), "--models", "mobilenet", "--datasets", "mnist", "--seeds", "2", "--iters", "10",
+           "--data-root", str(data), "--runs-dir", str(tmp_path / "runs"), "--workers", "2",
+           "--out", str(tmp_path / "bf16.md")]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    rows = RunStore(tmp_path / "runs").list(tag="bf16-check")
+    assert sorted(json.loads(r["env"])["precision"] for r in rows) == ["bf16", "bf16", "fp32", "fp32"]
+    table = (tmp_path / "bf16.md").read_text().splitlines()
+    assert len(table) == 3 and table[2].startswith("| mnist | mobilenet | 10 |")
+    cells = [c.strip() for c in table[2].split("|")[1:-1]]
+    assert cells[3].endswith(", 2)") and cells[4].endswith(", 2)") and cells[6] in ("below", "within", "above")
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert "0 done, 0 failed, 4 already in the store" in again.stderr
