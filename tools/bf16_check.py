@@ -1,7 +1,8 @@
 """bf16 against fp32 accuracy on real data: the check `auto` must pass before it may choose bf16 (issue 10).
 
-Runs every model x dataset x seed in fp32 and in bf16 autocast through the sweep's executor (resumable: runs
-already in the store are skipped), then writes a table of mean, spread and speed per precision:
+Runs every model x dataset x seed (width 32) in fp32 and in bf16 autocast through the sweep's executor
+(resumable: runs of the same protocol already in the store, from any sweep, are skipped and counted), then
+writes a table of mean, spread and speed per precision:
 
     python tools/bf16_check.py --data-root ../shared/datasets            # run what is missing, then report
     python tools/bf16_check.py --data-root ../shared/datasets --report   # report only
@@ -18,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mscompare.runs import RunStore  # noqa: E402
-from mscompare.sweep import Trial, grid, run_trials  # noqa: E402
+from mscompare.sweep import Trial, device_type, grid, protocol_key, ran_on, run_trials  # noqa: E402
 
 TAG = "bf16-check"
 PRECISIONS = ("fp32", "bf16")
@@ -29,6 +30,14 @@ def trials(models, datasets, seeds, preset, iters, data_root, device) -> list[Tr
                 device=device)
     return [Trial(t.model_config, dataclasses.replace(t.train_config, precision=p)) for p in PRECISIONS
             for t in base]
+
+
+def finished(store: RunStore, todo: list[Trial]) -> list[dict]:
+    """The store's finished runs of these trials, whatever their tag (a sweep's fp32 run counts too)."""
+    keys = {protocol_key(t.model_config.to_dict(), t.train_config.to_dict(), device_type(t.train_config.device))
+            for t in todo}
+    return [r for r in store.list(status="done")
+            if protocol_key(json.loads(r["model_config"]), json.loads(r["train_config"]), ran_on(r)) in keys]
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -90,7 +99,7 @@ def main() -> int:
                 out = run_trials(store, todo, TAG, workers=a.workers, on_result=lambda rec: bar.update(1))
             print(f"{ds}: {out['done']} done, {out['failed']} failed, {out['skipped']} already in the store",
                   file=sys.stderr)
-    rows = [r for r in store.list(tag=TAG, status="done") if r["model"] in a.models and r["dataset"] in a.datasets]
+    rows = finished(store, trials(a.models, a.datasets, a.seeds, a.preset, a.iters, a.data_root, a.device))
     table = markdown(summarize(rows))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(table)
