@@ -177,7 +177,8 @@ def test_precision_resolution(monkeypatch):
     model = build_model(cfg)
     assert tr.resolve_precision("fp32", model, cfg, 8, cpu) == ("fp32", {})
     assert tr.resolve_precision("bf16", model, cfg, 8, cpu) == ("bf16", {})
-    assert tr.resolve_precision("auto", model, cfg, 8, cpu) == ("fp32", {})  # cpu not in BF16_AUTO_DEVICES
+    monkeypatch.setattr(tr, "BF16_AUTO_DEVICES", ())
+    assert tr.resolve_precision("auto", model, cfg, 8, cpu) == ("fp32", {})  # no probe where bf16 isn't allowed
     monkeypatch.setattr(tr, "BF16_AUTO_DEVICES", ("cpu",))
     monkeypatch.setattr(tr, "step_times", lambda m, x, y: {"fp32": 0.010, "bf16": 0.006})
     assert tr.resolve_precision("auto", model, cfg, 8, cpu) == ("bf16", {"fp32_step_ms": 10.0, "bf16_step_ms": 6.0})
