@@ -172,7 +172,8 @@ def runs_frame(store: RunStore, rows: list[dict]) -> pd.DataFrame:
         best = max(curve.items(), key=lambda kv: kv[1]) if curve else (None, None)
         macs = r["macs"] if r["macs"] is not None else cost(m)[1]
         out.append({"run_id": r["id"], "model": m.model, "dataset": r["dataset"], "preset": r["preset"],
-                    "device": (env.get("gpu") or env.get("device") or ""), "seed": r["seed"], "width": m.width,
+                    "device": (env.get("gpu") or env.get("device") or ""), "precision": env.get("precision", "fp32"),
+                    "seed": r["seed"], "width": m.width,
                     "units": m.units, "expand": m.expand, "residual_norm": m.residual_norm, "iters": r["iters"],
                     "status": r["status"], "test_acc": r["test_acc"], "best_acc": best[1], "best_iter": best[0],
                     "acc_at_100": curve.get(100), "acc_at_1000": curve.get(1000), "params": r["params"],

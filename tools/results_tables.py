@@ -1,7 +1,8 @@
 """The numbers in docs/RESULTS.md: tables from the run store, per-run CSV exports, and the experiment sections.
 
     python tools/results_tables.py paper [--store runs]        # the reproduction tables (after reproduce_all.sh)
-    python tools/results_tables.py export --store S --name N [--dataset D] [--tag T]   # docs/results/runs/N.csv
+    python tools/results_tables.py export --store S --name N [--dataset D] [--tag T] [--exclude-tag T]
+                                                                # docs/results/runs/N.csv
     python tools/results_tables.py experiments                  # the sections built from docs/results/runs/*.csv
 """
 import argparse
@@ -62,11 +63,11 @@ def paper(store: RunStore) -> None:
 RUNS_CSV = Path(__file__).resolve().parent.parent / "docs" / "results" / "runs"
 
 
-def export(store: RunStore, name: str, **where) -> Path:
+def export(store: RunStore, name: str, exclude_tag: str | None = None, **where) -> Path:
     from mscompare.reproduce import runs_frame
 
     RUNS_CSV.mkdir(parents=True, exist_ok=True)
-    rows = [r for r in store.list(**where) if r["status"] == "done"]
+    rows = [r for r in store.list(**where) if r["status"] == "done" and r["tag"] != exclude_tag]
     out = RUNS_CSV / f"{name}.csv"
     runs_frame(store, rows).to_csv(out, index=False)
     print(f"wrote {len(rows)} runs to {out}")
@@ -118,6 +119,8 @@ def width_sweep(ds: str, sweep: pd.DataFrame) -> None:
 
     name = {"mnist": "MNIST", "cifar10": "CIFAR-10"}[ds]
     sweep = sweep[(sweep["expand"] == 1) & (sweep["preset"] == "paper")]  # the expansion experiment's N = 2C apart
+    if "precision" in sweep:  # the bf16 check's runs apart
+        sweep = sweep[sweep["precision"].fillna("fp32") == "fp32"]
     sweep = sweep.assign(model_config=[json.dumps(dataclasses.replace(
         config_for(r.model, r.dataset, units=int(r.units), width=int(r.width), expand=int(r.expand)),
         residual_norm=bool(r.residual_norm)).to_dict()) for r in sweep.itertuples()])
@@ -156,10 +159,12 @@ def main() -> None:
     e.add_argument("--name", required=True)
     e.add_argument("--dataset")
     e.add_argument("--tag")
+    e.add_argument("--exclude-tag", help="leave out this tag's runs (e.g. bf16-check)")
     sub.add_parser("experiments")
     a = ap.parse_args()
     if a.cmd == "export":
-        export(RunStore(a.store), a.name, **{k: v for k, v in (("dataset", a.dataset), ("tag", a.tag)) if v})
+        export(RunStore(a.store), a.name, a.exclude_tag,
+               **{k: v for k, v in (("dataset", a.dataset), ("tag", a.tag)) if v})
     elif a.cmd == "experiments":
         experiments()
     else:
