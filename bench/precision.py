@@ -26,6 +26,13 @@ from mscompare.data import load_dataset  # noqa: E402
 from mscompare.train import preset, step_times, train  # noqa: E402
 
 
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def cpu_flags() -> str:
     try:
         flags = set(Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0].split())
@@ -48,7 +55,7 @@ def main() -> int:
     torch.set_num_threads(a.threads)
     lines = [f"# bench/precision.py --iters {a.iters} --rounds {a.rounds} --threads {a.threads} --device {a.device}",
              f"date: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}",
-             f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {cpu_flags()}",
+             f"cpu: {cpu_name()}, {os.cpu_count()} cores; {cpu_flags()}",
              f"torch {torch.__version__}; load average at start {os.getloadavg()[0]:.2f}", "",
              f"{'dataset':8} {'model':10} {'fp32 img/s':>10} {'bf16 img/s':>10} {'train bf16/fp32':>15} "
              f"{'probe bf16/fp32':>15}  rounds (bf16/fp32)"]
