@@ -94,8 +94,12 @@ def status(batch: str, polling: bool):
             svc.cancel(r.id)
 
 
-SHORT = {"run_id": "run", "dataset": "data", "iters": "iters", "units": "units", "width": "width",
-         "status": "status", "test_acc_%": "acc %", "seconds": "s", "images_per_s": "img/s"}
+# The results table's headers and pixel widths, so its 14 columns fit the wide layout without cutting a digit
+# (the run id begins with the creation time; `created` is in the CSV).
+COLUMNS = {"run_id": ("run", 158), "model": ("model", 80), "dataset": ("data", 58), "preset": ("preset", 58),
+           "iters": ("iters", 50), "seed": ("seed", 42), "units": ("units", 46), "width": ("width", 50),
+           "status": ("status", 76), "params": ("params", 64), "macs": ("MACs", 74), "test_acc_%": ("acc %", 56),
+           "seconds": ("s", 52), "images_per_s": ("img/s", 58)}
 
 
 def results(batch: str):
@@ -105,8 +109,8 @@ def results(batch: str):
     st.plotly_chart(accuracy_chart(svc.curves(runs["id"].tolist()), f"Batch {batch}"), key="live_chart")
     table = svc.results(runs)
     st.subheader("Results (like the paper's Tables 3-6)")
-    st.dataframe(table, hide_index=True, column_config={  # short headers, narrow columns: the table fits the page
-        c: st.column_config.Column(SHORT.get(c), width="small") for c in table.columns if c != "created"})
+    st.dataframe(table, hide_index=True, column_order=list(COLUMNS),
+                 column_config={c: st.column_config.Column(label, width=px) for c, (label, px) in COLUMNS.items()})
     st.download_button("Download results CSV", table.to_csv(index=False), f"results-{batch}.csv", "text/csv")
 
 
