@@ -11,11 +11,8 @@ backward probe `auto` uses, measured beside it: the two ratios should agree on w
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,20 +22,8 @@ from mscompare import MODELS, build_model, config_for  # noqa: E402
 from mscompare.data import load_dataset  # noqa: E402
 from mscompare.train import preset, step_times, train  # noqa: E402
 
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> str:
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0].split())
-    except (OSError, IndexError):
-        return "unknown"
-    return ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from app_throughput import machine_info  # noqa: E402 - date, CPU model and ISA flags, torch, load, commit
 
 
 def main() -> int:
@@ -54,9 +39,7 @@ def main() -> int:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     lines = [f"# bench/precision.py --iters {a.iters} --rounds {a.rounds} --threads {a.threads} --device {a.device}",
-             f"date: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}",
-             f"cpu: {cpu_name()}, {os.cpu_count()} cores; {cpu_flags()}",
-             f"torch {torch.__version__}; load average at start {os.getloadavg()[0]:.2f}", "",
+             *machine_info(), "",
              f"{'dataset':8} {'model':10} {'fp32 img/s':>10} {'bf16 img/s':>10} {'train bf16/fp32':>15} "
              f"{'probe bf16/fp32':>15}  rounds (bf16/fp32)"]
     print("\n".join(lines), flush=True)
