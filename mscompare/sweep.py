@@ -58,6 +58,14 @@ def grid(models: list[str], datasets: list[str], widths: list[int], units: list[
     return out
 
 
+def finished_runs(store: RunStore, trials: list[Trial]) -> list[dict | None]:
+    """Per trial, a finished run in `store` of the same protocol on the same device type (any tag), or None."""
+    done = {protocol_key(json.loads(r["model_config"]), json.loads(r["train_config"]), ran_on(r)): r
+            for r in store.list(status="done")}
+    return [done.get(protocol_key(t.model_config.to_dict(), t.train_config.to_dict(),
+                                  device_type(t.train_config.device))) for t in trials]
+
+
 def run_trials(store: RunStore, trials: Iterable[Trial], tag: str, executor: str = "local", workers: int = 0,
                ray_address: str = "auto", on_result: Callable[[dict], None] | None = None,
                checkpoint_dir: str | Path | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
@@ -67,13 +75,9 @@ def run_trials(store: RunStore, trials: Iterable[Trial], tag: str, executor: str
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     trials = list(trials)
-    done = {protocol_key(json.loads(r["model_config"]), json.loads(r["train_config"]), ran_on(r)): r
-            for r in store.list(status="done")}
     ids: list[str | None] = [None] * len(trials)
     todo: dict[int, Trial] = {}
-    for i, t in enumerate(trials):
-        row = done.get(protocol_key(t.model_config.to_dict(), t.train_config.to_dict(),
-                                    device_type(t.train_config.device)))
+    for i, (t, row) in enumerate(zip(trials, finished_runs(store, trials))):
         if row is not None:
             ids[i] = row["id"]
         else:

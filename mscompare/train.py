@@ -200,6 +200,9 @@ def _train(model_cfg, cfg, train_data, test_data, progress, should_stop) -> dict
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)
         model = build_model(model_cfg).to(device, memory_format=torch.channels_last)
+    precision, probe = resolve_precision(cfg.precision, model, model_cfg, cfg.batch_size, device)
+    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16"
+                else nullcontext)
     mean, std = train_data.mean_std()
     if min(std) < 1e-3:
         raise TrainingError(f"the training images have zero variance (every pixel {mean[0] * 255:.0f} in channel 0 "
@@ -212,9 +215,6 @@ def _train(model_cfg, cfg, train_data, test_data, progress, should_stop) -> dict
     train_time, loss_sum, loss_n, timed_iters = 0.0, 0.0, 0, 0
     batches = tr.train_batches(cfg.batch_size)
     model.train()
-    precision, probe = resolve_precision(cfg.precision, model, model_cfg, cfg.batch_size, device)
-    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16"
-                else nullcontext)
     for it in range(1, cfg.iters + 1):
         if should_stop is not None and should_stop():
             raise Cancelled()

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mscompare.runs import RunStore  # noqa: E402
-from mscompare.sweep import Trial, device_type, grid, protocol_key, ran_on, run_trials  # noqa: E402
+from mscompare.sweep import Trial, finished_runs, grid, run_trials  # noqa: E402
 
 TAG = "bf16-check"
 PRECISIONS = ("fp32", "bf16")
@@ -30,14 +30,6 @@ def trials(models, datasets, seeds, preset, iters, data_root, device) -> list[Tr
                 device=device)
     return [Trial(t.model_config, dataclasses.replace(t.train_config, precision=p)) for p in PRECISIONS
             for t in base]
-
-
-def finished(store: RunStore, todo: list[Trial]) -> list[dict]:
-    """The store's finished runs of these trials, whatever their tag (a sweep's fp32 run counts too)."""
-    keys = {protocol_key(t.model_config.to_dict(), t.train_config.to_dict(), device_type(t.train_config.device))
-            for t in todo}
-    return [r for r in store.list(status="done")
-            if protocol_key(json.loads(r["model_config"]), json.loads(r["train_config"]), ran_on(r)) in keys]
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -99,7 +91,8 @@ def main() -> int:
                 out = run_trials(store, todo, TAG, workers=a.workers, on_result=lambda rec: bar.update(1))
             print(f"{ds}: {out['done']} done, {out['failed']} failed, {out['skipped']} already in the store",
                   file=sys.stderr)
-    rows = finished(store, trials(a.models, a.datasets, a.seeds, a.preset, a.iters, a.data_root, a.device))
+    rows = [r for r in finished_runs(store, trials(a.models, a.datasets, a.seeds, a.preset, a.iters, a.data_root,
+                                                   a.device)) if r is not None]
     table = markdown(summarize(rows))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(table)
