@@ -9,6 +9,7 @@ import plotly.express as px
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from mscompare.charts import band_chart, confusion_heatmap, reliability_chart  # noqa: F401 - the pages' charts
 from mscompare.profile import cached_profile, compare
 from mscompare.service import Service
 
@@ -99,22 +100,6 @@ def accuracy_chart(curves: pd.DataFrame, title: str):
     fig.update_yaxes(rangemode="tozero", row=1, col=2)
     fig.update_xaxes(title_text="iteration", rangemode="tozero", tickformat="d")  # no 99.5 with one point
     fig.update_layout(title=title, legend=dict(orientation="h", y=-0.25), height=460)
-    return fig
-
-
-def confusion_heatmap(ev: dict, title: str):
-    """The confusion matrix normalized per true class (row), raw counts on hover."""
-    import numpy as np
-    import plotly.graph_objects as go
-
-    cm = np.array(ev["confusion"], dtype=float)
-    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    names = ev["classes"]
-    fig = go.Figure(go.Heatmap(z=norm, x=names, y=names, customdata=cm.astype(int), colorscale="Blues", zmin=0,
-                               zmax=1, hovertemplate="true %{y}, predicted %{x}: %{customdata} images "
-                                                     "(%{z:.1%} of the class)<extra></extra>"))
-    fig.update_layout(title=title, xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed",
-                      height=460)
     return fig
 
 

@@ -76,6 +76,21 @@ def load_checkpoint(path: str | Path, sha256: str | None = None) -> tuple[torch.
     return model.eval(), cfg, meta
 
 
+def read_meta(path: str | Path | None) -> dict:
+    """A checkpoint's meta (classes, normalization, training info) from its header alone; {} where there is
+    no readable checkpoint."""
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            md = json.loads(f.read(n)).get("__metadata__") or {}
+        meta = json.loads(md.get("meta", "{}"))
+        return meta if isinstance(meta, dict) else {}
+    except (OSError, ValueError, struct.error):
+        return {}
+
+
 def sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

@@ -1,4 +1,4 @@
-"""Command line: info, train, runs, predict, reproduce. Bad input exits 2 with a one-line error."""
+"""Command line: info, train, runs, compare, report, predict, reproduce, sweep. Bad input is one line on stderr."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import threading
+from dataclasses import replace
 
 from mscompare.config import DATASETS, PRESETS, preset
 from mscompare.models import MAX_UNITS, list_units
@@ -62,7 +63,7 @@ def cmd_train(a) -> int:
     from mscompare.config import config_for
     from mscompare.data import load_dataset
     from mscompare.jobs import cost, execute
-    from mscompare.runs import RunStore
+    from mscompare.runs import RunStore, new_batch_id
 
     tcfg = preset(a.preset, a.dataset, iters=a.iters, batch_size=a.batch_size, eval_every=a.eval_every,
                   device=a.device, seed=a.seed, data_root=a.data_root, lr=a.lr, optimizer=a.optimizer,
@@ -83,34 +84,46 @@ def cmd_train(a) -> int:
     shape = {} if a.dataset in DATASETS else {"in_channels": c, "input_size": h, "num_classes": len(data[0].classes)}
     mcfg = config_for(a.model, a.dataset, units=a.units, width=a.width, expand=a.expand, **shape)
     params, macs = cost(mcfg)
-    rid = store.create(mcfg, tcfg, tag="cli", params=params, macs=macs)
-    show, bar = _progress_printer(tcfg.iters, a.json)
-    try:
-        row = execute(store, rid, store.dir / "checkpoints", data=data, on_progress=show)
-    finally:
-        if bar is not None:
-            bar.close()
-    if row["status"] != "done":
-        print(f"error: run {rid} {row['status']}: {row['message']}", file=sys.stderr)
-        return 1
-    result = {"model": a.model, "dataset": a.dataset, "iters": tcfg.iters, "test_acc": row["test_acc"],
-              "params": row["params"], "macs": row["macs"], "seconds": round(row["seconds"], 2),
-              "images_per_s": round(row["images_per_s"], 1), "run_id": rid, "checkpoint": row["checkpoint"]}
-    print(json.dumps(result) if a.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    batch = new_batch_id()
+    seeds = range(a.seed, a.seed + a.seeds)
+    rids = [store.create(mcfg, replace(tcfg, seed=s), tag="cli", batch=batch, params=params, macs=macs) for s in seeds]
+    failed = 0
+    for rid in rids:
+        show, bar = _progress_printer(tcfg.iters, a.json)
+        try:
+            row = execute(store, rid, store.dir / "checkpoints", data=data, on_progress=show)
+        finally:
+            if bar is not None:
+                bar.close()
+        if row["status"] != "done":
+            print(f"error: run {rid} {row['status']}: {row['message']}", file=sys.stderr)
+            failed += 1
+            continue
+        result = {"model": a.model, "dataset": a.dataset, "iters": tcfg.iters, "seed": row["seed"],
+                  "test_acc": row["test_acc"], "params": row["params"], "macs": row["macs"],
+                  "seconds": round(row["seconds"], 2), "images_per_s": round(row["images_per_s"], 1),
+                  "run_id": rid, "batch": batch, "checkpoint": row["checkpoint"]}
+        print(json.dumps(result) if a.json else "\n".join(f"{k}: {v}" for k, v in result.items()), flush=True)
+    return 1 if failed else 0
+
+
+def cmd_compare(a) -> int:
+    from mscompare.groups import compare
+    from mscompare.runs import RunStore
+
+    store = RunStore(a.runs_dir)
+    res = compare(store, a.a, a.b)
+    if a.json:
+        print(json.dumps(res))
+        return 0
+    for side in ("a", "b"):
+        s = res[side]
+        spread = f" ± {s['std']:.2f}" if s["std"] is not None else " (one seed: spread unknown)"
+        print(f"{side}: {s['name']}, {s['n']} run(s): {s['mean']:.2f}%{spread}")
+    print(f"a - b: {res['diff']:+.2f} points, 95% CI [{res['ci'][0]:+.2f}, {res['ci'][1]:+.2f}] ({res['method']})")
+    print("McNemar exact p per seed pair: " + ", ".join(f"{p:.3g}" for p in res["p_mcnemar"]))
+    print(res["sentence"])
     return 0
-
-
-def _run_classes(row: dict) -> list[str] | None:
-    """Class names from the run's checkpoint, where it has one."""
-    if not row.get("checkpoint"):
-        return None
-    try:
-        from safetensors import safe_open
-
-        with safe_open(row["checkpoint"], framework="pt") as f:
-            return json.loads((f.metadata() or {}).get("meta", "{}")).get("classes")
-    except Exception:  # noqa: BLE001 - names are a nicety; the numbers print either way
-        return None
 
 
 def cmd_runs(a) -> int:
@@ -126,16 +139,21 @@ def cmd_runs(a) -> int:
             return 2
         row["curve"] = store.curve(a.id)
         ev = json.loads(row.pop("evaluation") or "null")
-        classes = _run_classes(row)
+        from mscompare.checkpoints import read_meta
+
+        classes = read_meta(row["checkpoint"]).get("classes")
+        names = classes or ([str(i) for i in range(len(ev["per_class"]))] if ev else None)
         if a.json:
             row.update(ev or {})
+            row.update(classes=names, ece=(ev or {}).get("ece"))
             print(json.dumps(row, indent=1, default=str))
             return 0
         for k in ("id", "status", "model", "dataset", "preset", "seed", "iters", "test_acc", "params", "macs",
                   "seconds", "images_per_s", "message", "checkpoint"):
             print(f"{k}: {row[k]}")
         if ev:
-            names = classes or [str(i) for i in range(len(ev["per_class"]))]
+            if ev.get("ece") is not None:
+                print(f"expected calibration error (15 bins): {ev['ece']:.4f}")
             print("\nper-class accuracy:")
             for n, acc in zip(names, ev["per_class"]):
                 print(f"  {n:>16s}  {'-' if acc is None else f'{100 * acc:6.2f}%'}")
@@ -146,6 +164,15 @@ def cmd_runs(a) -> int:
             if ev["confused_pairs"]:
                 print("\nmost confused: " + ", ".join(f"{names[p['true']]} -> {names[p['pred']]} ({p['count']})"
                                                      for p in ev["confused_pairs"]))
+        return 0
+    if a.action == "delete":
+        if not a.id:
+            print("error: runs delete needs a run id", file=sys.stderr)
+            return 2
+        if not store.delete(a.id):
+            print(f"error: no run {a.id!r} in {store.path}", file=sys.stderr)
+            return 2
+        print(f"deleted run {a.id} (its row, curve, checkpoint and predictions)")
         return 0
     df = pd.DataFrame(store.list())
     cols = ["id", "status", "model", "dataset", "preset", "seed", "iters", "test_acc", "params", "seconds",
@@ -271,6 +298,19 @@ def cmd_sweep(a) -> int:
     return 1 if summary["failed"] else 0
 
 
+def cmd_report(a) -> int:
+    from mscompare.report import write
+    from mscompare.runs import RunStore
+
+    store = RunStore(a.runs_dir)
+    ids = a.runs or [r["id"] for r in store.list(batch=a.batch)]
+    if not ids:
+        print(f"error: no runs in batch {a.batch!r} in {store.path}", file=sys.stderr)
+        return 2
+    print(f"wrote {write(store, ids, a.out, a.reference)}")
+    return 0
+
+
 def build_parser() -> ArgParser:
     p = ArgParser(prog="mscompare", description="Compare multi-scale separable units with classic CNN units.")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=ArgParser)
@@ -299,15 +339,30 @@ def build_parser() -> ArgParser:
     t.add_argument("--lr", type=float, help="learning rate (finite, > 0)")
     t.add_argument("--optimizer", choices=["adam", "sgd"])
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="the first seed")
+    t.add_argument("--seeds", type=_positive, default=1, help="train seeds S, S+1, ..., S+K-1 as one batch")
+    t.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True,
+                   help="train the seeds as one fused computation (default); --no-fuse trains them one by one")
     t.add_argument("--threads", type=_positive, help="intra-op threads (default: the automatic thread policy)")
     t.add_argument("--json", action="store_true")
 
     r = sub.add_parser("runs", help="list, show or export stored runs")
-    r.add_argument("action", nargs="?", choices=["list", "show", "export"], default="list")
+    r.add_argument("action", nargs="?", choices=["list", "show", "export", "delete"], default="list")
     r.add_argument("id", nargs="?")
     r.add_argument("--csv")
     r.add_argument("--json", action="store_true", help="show: the whole record, with confusion and per_class")
+
+    c = sub.add_parser("compare", help="is A better than B? paired tests on the same test images")
+    c.add_argument("--a", nargs="+", required=True, metavar="RUN", help="run ids of side A (seeds of one config)")
+    c.add_argument("--b", nargs="+", required=True, metavar="RUN", help="run ids of side B")
+    c.add_argument("--json", action="store_true")
+
+    rep = sub.add_parser("report", help="one self-contained HTML report of runs or a batch")
+    which_runs = rep.add_mutually_exclusive_group(required=True)
+    which_runs.add_argument("--runs", nargs="+", metavar="RUN")
+    which_runs.add_argument("--batch", metavar="ID")
+    rep.add_argument("--reference", help="the configuration (model name or label) the others are compared with")
+    rep.add_argument("--out", required=True, metavar="FILE.html")
 
     pr = sub.add_parser("predict", help="predict images with the shipped checkpoints or your finished runs")
     which = pr.add_mutually_exclusive_group(required=True)
@@ -345,7 +400,7 @@ def build_parser() -> ArgParser:
         s.add_argument("--executor", choices=["local", "ray"], default="local")
         s.add_argument("--workers", type=_positive, help="trials at a time (default: the measured best for the cores)")
         s.add_argument("--ray-address", default="auto", help="auto starts or joins a local Ray; HOST:PORT joins a cluster")
-    for s in (t, r, rp, sw):
+    for s in (t, r, rp, sw, c, rep):
         s.add_argument("--runs-dir", default="runs")
     for s in (t, rp, sw):
         s.add_argument("--data-root", default="data")
@@ -365,6 +420,8 @@ def _stop_on_signals() -> None:
 def main(argv: list[str] | None = None) -> int:
     from mscompare.checkpoints import CheckpointError
     from mscompare.data import DatasetError
+    from mscompare.groups import CompareError
+    from mscompare.predictions import PredictionsError
     from mscompare.runs import StoreError
     from mscompare.threads import configure_process, policy
     from mscompare.train import TrainingError
@@ -375,7 +432,11 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd in ("train", "reproduce", "sweep") and threading.current_thread() is threading.main_thread():
             _stop_on_signals()
         return {"info": cmd_info, "train": cmd_train, "runs": cmd_runs, "predict": cmd_predict,
-                "reproduce": cmd_reproduce, "sweep": cmd_sweep}[a.cmd](a)
+                "reproduce": cmd_reproduce, "sweep": cmd_sweep, "compare": cmd_compare,
+                "report": cmd_report}[a.cmd](a)
+    except (CompareError, PredictionsError) as e:
+        print(f"mscompare: error: {e}", file=sys.stderr)
+        return 1
     except ValueError as e:  # argument and config validation (width, units, lr, iterations...)
         print(f"mscompare: error: {e}", file=sys.stderr)
         return 2

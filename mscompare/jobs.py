@@ -15,6 +15,7 @@ from typing import Callable
 
 from mscompare.config import TrainConfig
 from mscompare.models import ModelConfig
+from mscompare.predictions import path_for as predictions_path
 from mscompare.runs import ACTIVE, RunStore, StoreError, owner_id
 from mscompare.threads import auto_concurrency, policy, process_nice, worker_env
 
@@ -35,8 +36,10 @@ def cost(mcfg: ModelConfig) -> tuple[int, int | None]:
 
 
 def run_trial(mcfg: ModelConfig, tcfg: TrainConfig, checkpoint: str | None, emit: Callable[[dict], None],
-              should_stop: Callable[[], bool] | None = None, data=None, run_id: str = "") -> dict:
-    """Load the data, train, save the checkpoint: the work of one run, wherever it runs. Raises on failure."""
+              should_stop: Callable[[], bool] | None = None, data=None, run_id: str = "",
+              predictions: str | None = None) -> dict:
+    """Load the data, train, save the checkpoint and the per-image test predictions: the work of one run,
+    wherever it runs. Raises on failure."""
     from mscompare.checkpoints import save_checkpoint
     from mscompare.data import load_dataset
     from mscompare.train import train
@@ -55,6 +58,10 @@ def run_trial(mcfg: ModelConfig, tcfg: TrainConfig, checkpoint: str | None, emit
         meta = {"classes": train_data.classes, "norm": res["norm"], "dataset": tcfg.dataset, "iters": tcfg.iters,
                 "test_acc": res["test_acc"], "run_id": run_id, "preset": tcfg.preset, "seed": tcfg.seed}
         save_checkpoint(checkpoint, res["model"], mcfg, meta)
+    if predictions:
+        from mscompare.predictions import save
+
+        save(predictions, res["predictions"])
     skipped = len(train_data.skipped) + len(test_data.skipped)
     return {"test_acc": res["test_acc"], "seconds": res["seconds"], "images_per_s": res["images_per_s"],
             "env": {**res["env"], "skipped_files": skipped}, "checkpoint": checkpoint, "evaluation": res["evaluation"],
@@ -98,6 +105,7 @@ def execute(store: RunStore, rid: str, checkpoint_dir: str | Path | None = None,
     mcfg = ModelConfig.from_dict(json.loads(row["model_config"]))
     tcfg = TrainConfig.from_dict(json.loads(row["train_config"]))
     ckpt = str(Path(checkpoint_dir) / f"{rid}.safetensors") if checkpoint_dir is not None else None
+    preds = str(predictions_path(store.dir, rid))
     try:
         store.update(rid, status="running", started=time.time(), pid=os.getpid(), owner=owner_id())
         if row["params"] is None:
@@ -109,7 +117,7 @@ def execute(store: RunStore, rid: str, checkpoint_dir: str | Path | None = None,
             if on_progress:
                 on_progress(ev)
 
-        finish(store, rid, "done", run_trial(mcfg, tcfg, ckpt, emit, should_stop, data, rid))
+        finish(store, rid, "done", run_trial(mcfg, tcfg, ckpt, emit, should_stop, data, rid, preds))
     except Cancelled:
         _finish_quietly(store, rid, "cancelled", "cancelled by the user")
     except KeyboardInterrupt:
@@ -267,6 +275,7 @@ class RunManager:
         pol = policy(self.threads or tcfg.get("threads", 0), max(1, min(self.concurrency, sharing)))
         job = {"run_id": rid, "model_config": json.loads(row["model_config"]), "train_config": tcfg,
                "checkpoint": str(self.checkpoint_dir / f"{rid}.safetensors"), "policy": pol,
+               "predictions": str(predictions_path(self.store.dir, rid)),
                "nice": process_nice()}
         self.store.update(rid, status="running", started=time.time())
         errlog = tempfile.TemporaryFile("w+")  # a file, so a chatty worker can't fill a pipe and block

@@ -30,6 +30,11 @@ ACTIVE = ("queued", "running")
 FINISHED = ("done", "failed", "cancelled", "interrupted")
 
 
+def new_batch_id() -> str:
+    """An id for runs started together (sortable by time, unique across processes)."""
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+
+
 class StoreError(RuntimeError):
     """The run store can't be opened or written; the message names the file and what to do."""
 
@@ -148,6 +153,22 @@ class RunStore:
         fields = {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in fields.items()}
         cols = ", ".join(f"{k}=?" for k in fields)
         self._exec(f"UPDATE runs SET {cols} WHERE id=?", (*fields.values(), rid))
+
+    def delete(self, rid: str) -> bool:
+        """Remove a finished run: its row, its curve, its checkpoint and its predictions file. Active runs stay."""
+        row = self.get(rid)
+        if row is None:
+            return False
+        if row["status"] in ACTIVE:
+            raise StoreError(f"run {rid} is {row['status']}; cancel it before deleting it")
+        from mscompare.predictions import delete as delete_predictions
+
+        self._exec("DELETE FROM points WHERE run_id=?", (rid,))
+        self._exec("DELETE FROM runs WHERE id=?", (rid,))
+        if row.get("checkpoint") and Path(row["checkpoint"]).parent == self.dir / "checkpoints":
+            Path(row["checkpoint"]).unlink(missing_ok=True)
+        delete_predictions(self.dir, rid)
+        return True
 
     def add_point(self, rid: str, it: int, test_acc: float, loss: float, images_per_s: float) -> None:
         self._exec("INSERT OR REPLACE INTO points VALUES (?,?,?,?,?,?)",

@@ -13,7 +13,7 @@ import pandas as pd
 
 from mscompare.config import DATASETS, config_for, preset
 from mscompare.jobs import RunManager
-from mscompare.runs import ACTIVE, RunStore
+from mscompare.runs import ACTIVE, RunStore, new_batch_id
 
 REPO = Path(__file__).resolve().parent.parent
 RESULT_COLUMNS = ["run_id", "model", "dataset", "preset", "iters", "seed", "units", "width", "status", "params",
@@ -86,7 +86,7 @@ class Service:
             d = load_split(dataset, data_root, train=False)
             shape = {"in_channels": d.shape[0], "input_size": d.shape[1], "num_classes": len(d.classes)}
         cfgs = [config_for(m, dataset, units=units, width=width, **shape) for m in models]
-        batch = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+        batch = new_batch_id()
         return batch, self.manager.submit_many([(c, tcfg) for c in cfgs], tag="app", batch=batch)
 
     def cancel(self, rid: str) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from mscompare import predictions
 from mscompare.config import DATASETS, TrainConfig, config_for, preset
 from mscompare.jobs import RunManager, cost, finish
 from mscompare.models import ModelConfig
@@ -149,10 +150,12 @@ def _ray_trial(job: dict) -> dict:
     configure_process(policy(1))
     points: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
-        ck = str(Path(tmp) / "model.safetensors")
+        ck, preds = str(Path(tmp) / "model.safetensors"), str(Path(tmp) / "predictions.npz")
         res = run_trial(ModelConfig.from_dict(job["model_config"]), TrainConfig.from_dict(job["train_config"]), ck,
-                        lambda ev: points.append(ev) if ev.get("kind") == "eval" else None, run_id=job["run_id"])
+                        lambda ev: points.append(ev) if ev.get("kind") == "eval" else None, run_id=job["run_id"],
+                        predictions=preds)
         res["checkpoint_bytes"] = Path(ck).read_bytes()
+        res["predictions_bytes"] = Path(preds).read_bytes()
     res["points"] = points
     return res
 
@@ -200,6 +203,8 @@ def _run_ray(store, todo, tag, workers, ckdir, address, should_stop, ended):
                     ck = ckdir / f"{rid}.safetensors"
                     ck.parent.mkdir(parents=True, exist_ok=True)
                     ck.write_bytes(res.pop("checkpoint_bytes"))
+                    predictions.save(predictions.path_for(store.dir, rid),
+                                     predictions.Predictions.from_bytes(res.pop("predictions_bytes")))
                     finish(store, rid, "done", {**res, "checkpoint": str(ck)})
                 ended(i, rid)
     except KeyboardInterrupt:

@@ -139,18 +139,17 @@ def confusion_summary(y_true: torch.Tensor, y_pred: torch.Tensor, confidence: to
             "per_class": per_class, "confused_pairs": pairs, "misclassified": worst_rows}
 
 
-@torch.inference_mode()
-def evaluate_full(model: torch.nn.Module, batches: Batches, num_classes: int, autocast=nullcontext) -> dict:
-    """The whole test set once: accuracy plus confusion_summary()."""
-    model.eval()
-    ys, preds, confs = [], [], []
-    for x, y in batches.eval_batches():
-        with autocast():
-            p = model(x).float().softmax(1)
-        c, k = p.max(1)
-        ys.append(y.cpu()), preds.append(k.cpu()), confs.append(c.cpu())
+def evaluate_full(model: torch.nn.Module, batches: Batches, num_classes: int, autocast=nullcontext):
+    """The whole test set once: (confusion_summary() plus the calibration error, the per-image Predictions)."""
+    from mscompare.predictions import predict_batches
+    from mscompare.stats import calibration
+
+    preds = predict_batches(model, batches, autocast)
     model.train()
-    return confusion_summary(torch.cat(ys), torch.cat(preds), torch.cat(confs), num_classes)
+    summary = confusion_summary(torch.from_numpy(preds.true).long(), torch.from_numpy(preds.pred).long(),
+                                torch.from_numpy(preds.prob), num_classes)
+    cal = calibration(preds.prob, preds.correct)
+    return {**summary, "ece": cal["ece"], "reliability": cal}, preds
 
 
 def _optimizer(model, cfg: TrainConfig):
@@ -250,11 +249,11 @@ def _train(model_cfg, cfg, train_data, test_data, progress, should_stop) -> dict
                 progress({"kind": "eval", "iter": it, "iters": cfg.iters, "test_acc": acc, "loss": curve[-1][2],
                           "images_per_s": timed_iters * cfg.batch_size / max(train_time, 1e-9),
                           "elapsed": elapsed, "eta": elapsed / it * (cfg.iters - it)})
-    evaluation = evaluate_full(model, Batches(test_data, mean, std, device), model_cfg.num_classes, autocast)
+    evaluation, preds = evaluate_full(model, Batches(test_data, mean, std, device), model_cfg.num_classes, autocast)
     final_acc = evaluation["accuracy"]
     model = model.to("cpu", memory_format=torch.contiguous_format).eval()
     ips = timed_iters * cfg.batch_size / train_time if timed_iters else cfg.iters * cfg.batch_size / max(
         time.perf_counter() - t0, 1e-9)
     return {"test_acc": final_acc, "curve": curve, "seconds": time.perf_counter() - t0, "images_per_s": ips,
             "model": model, "norm": {"mean": mean, "std": std}, "env": {**environment(device, precision), **probe},
-            "evaluation": evaluation}
+            "evaluation": evaluation, "predictions": preds}

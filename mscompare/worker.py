@@ -29,7 +29,8 @@ def main() -> int:
     try:
         mcfg = ModelConfig.from_dict(job["model_config"])
         tcfg = TrainConfig.from_dict(job["train_config"])
-        result = run_trial(mcfg, tcfg, job["checkpoint"], emit, lambda: stop["asked"], run_id=job["run_id"])
+        result = run_trial(mcfg, tcfg, job["checkpoint"], emit, lambda: stop["asked"], run_id=job["run_id"],
+                           predictions=job.get("predictions"))
         print(json.dumps({"event": "done", "result": result}), file=events, flush=True)
     except Cancelled:
         print(json.dumps({"event": "cancelled", "message": "cancelled by the user"}), file=events, flush=True)
