@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -161,6 +163,34 @@ def numeric_classes(y, where: Path) -> list[str]:
     return [str(i) for i in range(n)]
 
 
+def _memory() -> int | None:
+    """This machine's physical memory in bytes, or None where the OS doesn't say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _check_member(path: Path, zf: zipfile.ZipFile, key: str) -> None:
+    """Check the .npy header behind `key` before numpy allocates its array: a header that claims more data than
+    the member stores, or more than this machine's memory, is an error naming the claimed shape."""
+    name = f"{key}.npy" if f"{key}.npy" in zf.namelist() else key
+    with zf.open(name) as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+        stored = zf.getinfo(name).file_size - f.tell()
+    if dtype.hasobject:  # pickled objects: numpy itself refuses them (allow_pickle=False)
+        return
+    need, mem = math.prod(shape) * dtype.itemsize, _memory()
+    what = f"{path}: '{key}' claims shape {shape} {dtype} ({need:,} bytes)"
+    if need > stored:
+        raise DatasetError(f"{what} but stores only {stored:,} bytes; the file is damaged or was not written by "
+                           f"numpy.savez, so write it again")
+    if mem is not None and need > mem:
+        raise DatasetError(f"{what}, more than this machine's {mem:,} bytes of memory; use a smaller subset")
+
+
 def _open_npz(path: Path, keys=("x", "y")) -> list[np.ndarray]:
     try:
         z = np.load(path, allow_pickle=False)
@@ -170,8 +200,12 @@ def _open_npz(path: Path, keys=("x", "y")) -> list[np.ndarray]:
             missing = [k for k in keys if k not in z.files]
             if missing:
                 raise KeyError(f"it has arrays {z.files}, missing {missing}")
+            for k in keys:
+                _check_member(path, z.zip, k)
             return [z[k] for k in keys]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    except MemoryError as e:
+        raise DatasetError(f"{path}: not enough memory to load its arrays; use a smaller subset") from e
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as e:
         raise DatasetError(f"{path} is not a valid dataset npz (needs uint8 'x' N x H x W x C and 'y' class "
                            f"indices): {e}") from e
 

@@ -1,7 +1,10 @@
 """Messy real-format datasets made in tmp_path: each defect gives a specific DatasetError or a documented conversion."""
+import io
 import os
+import struct
 import time
 import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -393,3 +396,71 @@ def test_no_warning_without_skipped_files(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_dataset("pets", tmp_path)
+
+
+# --- damaged, crafted and unsupported npz files --------------------------------------------------------------------
+
+def break_deflate(path, member="x.npy"):
+    """Make `member`'s deflate stream invalid: its first byte becomes a block of the reserved type 3."""
+    with zipfile.ZipFile(path) as z:
+        at = z.getinfo(member).header_offset
+    b = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", b[at + 26:at + 30])
+    b[at + 30 + name_len + extra_len] = 0xFF
+    path.write_bytes(bytes(b))
+
+
+def test_npz_with_a_corrupt_compressed_stream_is_named(tmp_path):
+    d = npz(tmp_path, x=np.arange(4 * 16).reshape(4, 4, 4, 1).astype(np.uint8))
+    break_deflate(d / "train.npz")
+    with pytest.raises(DatasetError, match=f"{d / 'train.npz'} is not a valid dataset npz.*decompressing"):
+        load_split("arr", tmp_path)
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[:len(b) // 2], lambda b: b[:-8], lambda b: b"",
+                                    lambda b: b"PK\x03\x04" + b"\0" * 40])
+def test_truncated_or_garbled_npz_is_named(tmp_path, damage):
+    d = npz(tmp_path)
+    f = d / "train.npz"
+    f.write_bytes(damage(f.read_bytes()))
+    with pytest.raises(DatasetError, match="is not a valid dataset npz") as e:
+        load_split("arr", tmp_path)
+    assert str(f) in str(e.value)
+
+
+def npy_member(shape, dtype="|u1", data=b"\0" * 64) -> bytes:
+    """A .npy file whose header claims `shape` but that stores only `data`."""
+    b = io.BytesIO()
+    np.lib.format.write_array_header_1_0(b, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return b.getvalue() + data
+
+
+def test_npz_header_claiming_a_trillion_images_is_named_without_allocating(tmp_path):
+    d = tmp_path / "huge"
+    d.mkdir()
+    y = io.BytesIO()
+    np.lib.format.write_array(y, np.zeros(4, np.int64))
+    with zipfile.ZipFile(d / "train.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("x.npy", npy_member((10 ** 12, 28, 28, 1)))
+        z.writestr("y.npy", y.getvalue())
+    with pytest.raises(DatasetError) as e:
+        load_split("huge", tmp_path)
+    msg = str(e.value)
+    assert str(d / "train.npz") in msg and "(1000000000000, 28, 28, 1)" in msg and "stores only 64 bytes" in msg
+
+
+def test_npz_larger_than_memory_is_named(tmp_path, monkeypatch):
+    d = npz(tmp_path)
+    monkeypatch.setattr(data_mod, "_memory", lambda: 32)
+    with pytest.raises(DatasetError, match=rf"{d / 'train.npz'}: 'x' claims shape \(4, 4, 4, 1\) uint8 .*"
+                                           rf"more than this machine's 32 bytes of memory"):
+        load_split("arr", tmp_path)
+
+
+def test_npz_member_that_is_not_an_array_is_named(tmp_path):
+    d = npz(tmp_path)
+    with zipfile.ZipFile(d / "train.npz", "w") as z:
+        z.writestr("x", b"not an array")
+        z.writestr("y.npy", npy_member((0,), "<i8", b""))
+    with pytest.raises(DatasetError, match=f"{d / 'train.npz'} is not a valid dataset npz.*magic"):
+        load_split("arr", tmp_path)
