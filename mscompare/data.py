@@ -6,7 +6,8 @@ folders `<root>/<name>/{train,test}/<class>/*`, or a built-in's official files. 
 - Train defines the one class list (its sorted folder names, or classes.txt); test folders map onto it and may lack
   some classes, but a test class train lacks is an error. Dotfiles, dot-folders, __MACOSX, Thumbs.db are ignored.
 - Image modes are converted: RGB if any image of the split is colour, else L (16-bit scaled to 8-bit, alpha
-  dropped); load_dataset repeats a grey split to RGB when the other split is colour.
+  dropped); load_dataset repeats a grey split to RGB when the other split is colour. An npz must hold 1 or 3
+  channels (RGBA or others are an error naming the file).
 - Sizes: all images must share one square size, else the error lists the sizes found (count and an example file
   each); `size=S` resizes every decoded image to SxS instead (bilinear, aspect ratio not kept).
 - A corrupt, non-image or unlabelled file is an error naming it; `skip_bad=True` skips such files, lists them in
@@ -104,6 +105,10 @@ class ArrayData:
         if self.x.shape[3] > 4 and self.x.shape[1] in (1, 3, 4):
             raise DatasetError(f"{at}x {tuple(self.x.shape)} looks channels-first; store N x H x W x C "
                                f"(numpy: x.transpose(0, 2, 3, 1))")
+        if self.x.shape[3] not in (1, 3):
+            raise DatasetError(f"{at}x {tuple(self.x.shape)} has {self.x.shape[3]} channels; 1 (grey) or 3 (RGB) "
+                               f"channels are supported" + (", so drop alpha (numpy: x[..., :3])"
+                                                            if self.x.shape[3] == 4 else ""))
         self.classes = [str(c) for c in self.classes]
         self.y = labels(self.y, len(self.classes), at)
         if len(self.x) != len(self.y):

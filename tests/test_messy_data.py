@@ -2,6 +2,8 @@
 import io
 import os
 import struct
+import subprocess
+import sys
 import time
 import warnings
 import zipfile
@@ -11,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import ROOT
 from mscompare import data as data_mod
 from mscompare.data import ArrayData, DatasetError, DatasetWarning, load_dataset, load_split
 
@@ -464,3 +467,24 @@ def test_npz_member_that_is_not_an_array_is_named(tmp_path):
         z.writestr("y.npy", npy_member((0,), "<i8", b""))
     with pytest.raises(DatasetError, match=f"{d / 'train.npz'} is not a valid dataset npz.*magic"):
         load_split("arr", tmp_path)
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_npz_with_other_than_1_or_3_channels_is_named(tmp_path, channels):
+    d = npz(tmp_path, x=np.zeros((4, 8, 8, channels), np.uint8))
+    with pytest.raises(DatasetError, match=f"{d / 'train.npz'}: x \\(4, 8, 8, {channels}\\) has {channels} channels; "
+                                           f"1 \\(grey\\) or 3 \\(RGB\\) channels are supported"):
+        load_split("arr", tmp_path)
+
+
+def cli(*args, timeout=25):
+    return subprocess.run([sys.executable, "-m", "mscompare", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def test_rgba_npz_exits_1_from_the_cli_naming_the_file(tmp_path):
+    d = npz(tmp_path, x=np.zeros((4, 8, 8, 4), np.uint8))
+    r = cli("train", "--model", "mobilenet", "--dataset", "arr", "--data-root", tmp_path, "--runs-dir",
+            tmp_path / "runs", "--iters", 1)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert str(d / "train.npz") in r.stderr and "1 (grey) or 3 (RGB) channels are supported" in r.stderr
