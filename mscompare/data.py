@@ -16,7 +16,8 @@ folders `<root>/<name>/{train,test}/<class>/*`, or a built-in's official files. 
   rows (N, C) become their index, whole-number floats become ints; anything else is an error.
 - Decoded splits are cached atomically with `<split>.source.json`: a fingerprint of the source files (relative
   paths, sizes, mtimes) and the options. A changed source or option rebuilds the cache; an npz with no source
-  folder (user-supplied, e.g. ../shared/datasets) is used as is. Only the train split writes classes.txt.
+  folder (user-supplied, e.g. ../shared/datasets) is used as is. Only the train split writes classes.txt. A cache
+  or sidecar that can't be read (truncated, corrupt, edited) is rebuilt from its source.
 - An empty split or fewer than 2 classes is an error.
 """
 from __future__ import annotations
@@ -196,18 +197,24 @@ def _check_member(path: Path, zf: zipfile.ZipFile, key: str) -> None:
         raise DatasetError(f"{what}, more than this machine's {mem:,} bytes of memory; use a smaller subset")
 
 
+def _read_npz(path: Path, z, keys) -> list[np.ndarray]:
+    """The arrays `keys` of an open NpzFile, each checked from its header first."""
+    with z:
+        missing = [k for k in keys if k not in z.files]
+        if missing:
+            raise KeyError(f"it has arrays {z.files}, missing {missing}")
+        for k in keys:
+            _check_member(path, z.zip, k)
+        return [z[k] for k in keys]
+
+
 def _open_npz(path: Path, keys=("x", "y")) -> list[np.ndarray]:
     try:
-        z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise ValueError(f"it holds a single {type(z).__name__}, not named arrays")
-        with z:
-            missing = [k for k in keys if k not in z.files]
-            if missing:
-                raise KeyError(f"it has arrays {z.files}, missing {missing}")
-            for k in keys:
-                _check_member(path, z.zip, k)
-            return [z[k] for k in keys]
+        with open(path, "rb") as f:  # our own handle: np.load leaks its own when a zip fails to open
+            z = np.load(f, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError(f"it holds a single {type(z).__name__}, not named arrays")
+            return _read_npz(path, z, keys)
     except MemoryError as e:
         raise DatasetError(f"{path}: not enough memory to load its arrays; use a smaller subset") from e
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as e:
@@ -231,6 +238,17 @@ def load_npz(path: Path, classes: list[str] | None = None) -> ArrayData:
 
 def _sidecar(cache: Path) -> Path:
     return cache.with_name(cache.name.removesuffix(".npz") + ".source.json")
+
+
+def _read_sidecar(cache: Path) -> dict:
+    """The cache's source sidecar, or {} (so the cache is rebuilt) when it is missing, unreadable or incomplete."""
+    try:
+        side = json.loads(_sidecar(cache).read_text())
+    except (OSError, ValueError):
+        return {}
+    ok = (isinstance(side, dict) and isinstance(side.get("classes"), list)
+          and isinstance(side.setdefault("skipped", []), list))
+    return side if ok else {}
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -299,13 +317,11 @@ def load_split(name: str, root: str | Path = "data", train: bool = True, downloa
     if cache.is_file() and src is None:
         data = load_npz(cache, None if train else train_classes(d))
     elif cache.is_file():
-        side = {}
-        with contextlib.suppress(OSError, ValueError):
-            side = json.loads(_sidecar(cache).read_text())
+        side = _read_sidecar(cache)
         if side.get("fingerprint") == loaders.fingerprint(src[2], src[1].parent, extra):
             with contextlib.suppress(DatasetError):  # an unreadable cache of a known source is rebuilt
                 data = load_npz(cache, side["classes"])
-                data.skipped = list(side.get("skipped", []))
+                data.skipped = side["skipped"]
     if data is None:
         data, src = loaders.decode_split(name, root, d, src, train, download, size, skip_bad)
         extra["classes"] = src[3]

@@ -293,6 +293,36 @@ def test_partial_or_unvouched_cache_is_never_used(tmp_path, monkeypatch):
     assert len(load_split("pets", tmp_path)) == 4
 
 
+@pytest.mark.parametrize("damage", ["truncated", "cut_tail", "empty", "deflate", "sidecar_list", "sidecar_no_classes",
+                                    "sidecar_garbage"])
+def test_corrupt_cache_of_an_image_folder_is_rebuilt(tmp_path, damage):
+    d = folders(tmp_path)
+    cache, side = d / "train.npz", d / "train.source.json"
+    first = load_split("pets", tmp_path)
+    if damage == "truncated":
+        cache.write_bytes(cache.read_bytes()[:len(cache.read_bytes()) // 2])
+    elif damage == "cut_tail":
+        cache.write_bytes(cache.read_bytes()[:-10])
+    elif damage == "empty":
+        cache.write_bytes(b"")
+    elif damage == "deflate":
+        break_deflate(cache)
+    elif damage == "sidecar_list":
+        side.write_text("[1, 2]")
+    elif damage == "sidecar_no_classes":
+        side.write_text(side.read_text().replace('"classes"', '"klasses"'))
+    else:
+        side.write_text('{"fingerprint": ')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = load_split("pets", tmp_path)
+    assert torch.equal(again.x, first.x) and torch.equal(again.y, first.y) and again.classes == first.classes
+    assert torch.equal(data_mod.load_npz(cache, first.classes).x, first.x)  # the rebuilt cache is valid
+    stamp = (cache.stat().st_ino, cache.stat().st_mtime_ns)
+    assert torch.equal(load_split("pets", tmp_path).x, first.x)
+    assert (cache.stat().st_ino, cache.stat().st_mtime_ns) == stamp  # ... and used as is from now on
+
+
 def test_npz_without_a_source_is_used_as_is(tiny_npz):
     train, _ = load_dataset("tinydigits", tiny_npz)
     assert len(train) == 600 and not (tiny_npz / "tinydigits" / "train.source.json").exists()
