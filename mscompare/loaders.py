@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -25,16 +26,25 @@ class BadFile(Exception):
     """One file that can't be used; the loader raises it as a DatasetError or, with skip_bad, skips it."""
 
 
-def hidden(p: Path, base: Path) -> bool:
-    return any(part.startswith(".") or part in JUNK for part in p.relative_to(base).parts)
+def hidden_name(name: str) -> bool:
+    return name.startswith(".") or name in JUNK
 
 
 def visible_dirs(d: Path) -> list[str]:
-    return sorted(p.name for p in d.iterdir() if p.is_dir() and not hidden(p, d))
+    """The visible folders in d, symlinked ones included."""
+    return sorted(p.name for p in d.iterdir() if p.is_dir() and not hidden_name(p.name))
 
 
 def visible_files(d: Path) -> list[Path]:
-    return sorted(p for p in d.rglob("*") if p.is_file() and not hidden(p, d))
+    """Every visible file under d, following symlinked folders (a class folder may link elsewhere); a link to a
+    folder that the walk is already inside is not followed, so link loops end."""
+    files, inside = [], {os.fspath(d): {os.path.realpath(d)}}
+    for top, dirs, names in os.walk(d, followlinks=True):
+        above = inside.pop(top)
+        dirs[:] = [n for n in dirs if not hidden_name(n) and os.path.realpath(os.path.join(top, n)) not in above]
+        inside.update({os.path.join(top, n): above | {os.path.realpath(os.path.join(top, n))} for n in dirs})
+        files += [Path(top, n) for n in names if not hidden_name(n) and os.path.isfile(os.path.join(top, n))]
+    return sorted(files)
 
 
 def fingerprint(paths: list[Path], base: Path, extra) -> str:

@@ -121,6 +121,19 @@ def test_npz_test_split_uses_trains_class_list(tmp_path):
         load_dataset("arr2", tmp_path)
 
 
+def test_symlinked_class_folders_are_followed_and_link_loops_end(tmp_path):
+    elsewhere = folders(tmp_path / "elsewhere", spec={"train": {"cat": 2, "dog": 1}})
+    d = tmp_path / "root" / "pets" / "train"
+    d.mkdir(parents=True)
+    (d / "cat").symlink_to(elsewhere / "train" / "cat", target_is_directory=True)
+    (d / "dog").symlink_to(elsewhere / "train" / "dog", target_is_directory=True)
+    (d / "dog" / "loop").symlink_to(d, target_is_directory=True)  # would walk dog/loop/dog/loop/... forever
+    train = load_split("pets", tmp_path / "root")
+    assert train.classes == ["cat", "dog"] and train.y.tolist() == [0, 0, 1]
+    save(elsewhere / "train" / "dog" / "new.png")  # a change behind the link rebuilds the cache
+    assert load_split("pets", tmp_path / "root").y.tolist() == [0, 0, 1, 1]
+
+
 # --- image modes and bad files ---------------------------------------------------------------------------------
 
 def test_mixed_modes_become_rgb_and_16_bit_is_scaled_not_clipped(tmp_path):
