@@ -81,6 +81,7 @@ class RunStore:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"can't create the runs folder {self.dir}: {e.strerror or e}") from e
+        self._check_path()
         self._write_script(SCHEMA)
         have = {r["name"] for r in self._query("PRAGMA table_info(runs)")}
         for col, typ in ADDED.items():
@@ -91,6 +92,14 @@ class RunStore:
                     if "duplicate column" not in str(e):
                         raise
         self.recover()
+
+    def _check_path(self) -> None:
+        """The store must be a regular file or not exist yet: SQLite can't open a folder and would block on a FIFO."""
+        if self.path.exists() and not self.path.is_file():
+            what = "a folder" if self.path.is_dir() else "not a regular file"
+            raise StoreError(f"{self.path} is {what}, not a SQLite file; the run store is one file of that name. "
+                             f"Move it aside (mv {self.path} {self.path}.old) or choose another runs folder "
+                             f"(--runs-dir, $MSCOMPARE_RUNS_DIR) and a new, empty store is made there.")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)

@@ -531,3 +531,23 @@ def test_rgba_npz_exits_1_from_the_cli_naming_the_file(tmp_path):
             tmp_path / "runs", "--iters", 1)
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert str(d / "train.npz") in r.stderr and "1 (grey) or 3 (RGB) channels are supported" in r.stderr
+
+
+# --- the run store ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind,what", [("folder", "is a folder"), ("fifo", "is not a regular file")])
+def test_run_store_path_that_is_not_a_file_is_named(tmp_path, kind, what):
+    from mscompare.runs import RunStore, StoreError
+
+    store = tmp_path / "runs" / "runs.sqlite"
+    store.parent.mkdir()
+    store.mkdir() if kind == "folder" else os.mkfifo(store)
+    with pytest.raises(StoreError, match=f"{store} {what}, not a SQLite file.*mv {store} {store}.old"):
+        RunStore(tmp_path / "runs")
+
+
+def test_run_store_folder_exits_1_from_the_cli_in_one_line(tmp_path):
+    (tmp_path / "runs.sqlite").mkdir()
+    r = cli("runs", "--runs-dir", tmp_path)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert f"{tmp_path / 'runs.sqlite'} is a folder, not a SQLite file" in r.stderr
