@@ -1,7 +1,14 @@
 """Sweeps: a grid of trials, run resumably through an executor (local worker processes, or Ray tasks)."""
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
+import re
+import socket
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +22,8 @@ from mscompare.runs import ACTIVE, RunStore
 
 EXECUTORS = ("local", "ray")
 RETRIES = 1  # a failed trial is tried once more before it is recorded as failed
+GCS_WAIT = "RAY_gcs_server_port_wait_time_s"  # how many times Ray tries to reach a cluster's GCS
+RAY_LOG_LINE = re.compile(rb"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [DIWEF] \d+ \d+\] ")  # Ray's C++ log lines
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,86 @@ def _ray_trial(job: dict) -> dict:
     return res
 
 
+def _ray_endpoint(address: str) -> tuple[str, int] | None:
+    """(host, port) of a HOST:PORT or ray://HOST:PORT address, or None when it names no port."""
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    return (host.strip("[]"), int(port)) if sep and host and port.isdigit() else None
+
+
+def _reach(address: str, timeout: float = 5.0) -> None:
+    """A ValueError in seconds when nothing accepts connections at the address (Ray itself retries for minutes)."""
+    endpoint = _ray_endpoint(address)
+    if endpoint is None:
+        return  # Ray says what is wrong with the address
+    try:
+        socket.create_connection(endpoint, timeout=timeout).close()
+    except OSError as e:
+        raise ValueError(f"no Ray cluster answers at {address} ({e.strerror or e}); start one there (ray start "
+                         f"--head --port={endpoint[1]}), or set the Ray address (--ray-address, "
+                         f"$MSCOMPARE_RAY_ADDRESS) to auto to run a local one") from e
+
+
+@contextlib.contextmanager
+def _one_gcs_attempt():
+    """Ray tries to reach a cluster's GCS 20 times, ~40 s each when something other than Ray answers: try once
+    (unless RAY_gcs_server_port_wait_time_s is set already)."""
+    was_set = GCS_WAIT in os.environ
+    os.environ.setdefault(GCS_WAIT, "1")
+    try:
+        yield
+    finally:
+        if not was_set:
+            os.environ.pop(GCS_WAIT, None)
+
+
+@contextlib.contextmanager
+def _ray_logs_held():
+    """Hold back what reaches file descriptor 2, where Ray's C++ core logs past Python's logging; pass it all on
+    if the block succeeds, and all but Ray's own log lines if it fails."""
+    sys.stderr.flush()
+    saved, failed = os.dup(2), True
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().splitlines(keepends=True)
+                    if not (failed and RAY_LOG_LINE.match(line))]
+            with open(2, "wb", closefd=False) as err:
+                err.write(b"".join(kept))
+
+
+def _reason(e: BaseException) -> str:
+    """The last line of the innermost cause: Ray wraps the reason (a wrong auth token, a timeout) in a
+    ConnectionError that only names the address."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    last = lines[-1] if lines else type(e).__name__
+    return last if len(last) <= 600 else last[:600] + "..."
+
+
+def _join_ray(address: str, runtime_env: dict) -> None:
+    """Join the Ray cluster at HOST:PORT (or ray://HOST:PORT), or fail with a one-line ValueError naming the
+    address: in seconds when nothing listens there, in under a minute when something else does."""
+    import ray
+
+    _reach(address)
+    try:
+        with _one_gcs_attempt(), _ray_logs_held():
+            ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, logging_level=logging.ERROR)
+    except Exception as e:  # noqa: BLE001 - ConnectionError, a version mismatch, a bad address: all one line
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        raise ValueError(f"can't join a Ray cluster at {address} (a Ray head's HOST:PORT, as ray start --head "
+                         f"prints it): {_reason(e)}") from e
+
+
 def _run_ray(store, todo, tag, workers, ckdir, address, should_stop, ended):
     """Each trial as a Ray task asking for one CPU (and one GPU where the trial trains on CUDA)."""
     import ray
@@ -176,7 +265,7 @@ def _run_ray(store, todo, tag, workers, ckdir, address, should_stop, ended):
                 ray.init(runtime_env=env, include_dashboard=False, log_to_driver=False,
                          num_cpus=workers or None)
         else:
-            ray.init(address=address, runtime_env=env, log_to_driver=False)
+            _join_ray(address, env)
     refs = {}
     for i, t in todo.items():
         rid = _create(store, t, tag)

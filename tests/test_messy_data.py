@@ -551,3 +551,50 @@ def test_run_store_folder_exits_1_from_the_cli_in_one_line(tmp_path):
     r = cli("runs", "--runs-dir", tmp_path)
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert f"{tmp_path / 'runs.sqlite'} is a folder, not a SQLite file" in r.stderr
+
+
+# --- a Ray cluster that isn't there --------------------------------------------------------------------------------
+
+def test_unreachable_ray_address_fails_in_one_line_within_seconds(tmp_path):
+    pytest.importorskip("ray")
+    from conftest import digits_npz
+
+    digits_npz(tmp_path / "data", name="mnist", n_train=16, n_test=8)
+    t = time.monotonic()
+    r = cli("sweep", "--models", "mobilenet", "--datasets", "mnist", "--widths", 8, "--iters", 2, "--data-root",
+            tmp_path / "data", "--runs-dir", tmp_path / "runs", "--executor", "ray", "--ray-address", "127.0.0.1:1")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "no Ray cluster answers at 127.0.0.1:1 (Connection refused)" in r.stderr and time.monotonic() - t < 25
+
+
+@pytest.mark.parametrize("joins", [False, True])
+def test_joining_ray_tries_once_and_holds_back_rays_log_lines_only_on_failure(monkeypatch, capfd, joins):
+    ray = pytest.importorskip("ray")
+    from mscompare import sweep
+
+    ray_line = b"[2026-11-30 19:04:52,286 W 4214 4214] rpc_client.h:153: Failed to connect to GCS at 10.0.0.1:6379\n"
+    seen = {}
+
+    def init(**kw):  # what Ray does when something other than a Ray head answers
+        seen["wait"] = os.environ.get(sweep.GCS_WAIT)
+        os.write(2, ray_line + b"other output\n")
+        if joins:
+            return
+        try:
+            raise RuntimeError("Failed to connect to GCS. Last connection error: Traceback (most recent call last):\n"
+                               "  ...\nray.exceptions.RpcError: Timed out while waiting for GCS to become available.")
+        except RuntimeError as e:
+            raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from e
+
+    monkeypatch.setattr(sweep, "_reach", lambda address: None)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.delenv(sweep.GCS_WAIT, raising=False)
+    if joins:
+        sweep._join_ray("10.0.0.1:6379", {})
+    else:
+        with pytest.raises(ValueError, match=r"^can't join a Ray cluster at 10.0.0.1:6379 \(.*\): "
+                                             r"ray.exceptions.RpcError: Timed out while waiting for GCS"):
+            sweep._join_ray("10.0.0.1:6379", {})
+    assert seen["wait"] == "1" and sweep.GCS_WAIT not in os.environ
+    assert capfd.readouterr().err == (ray_line.decode() if joins else "") + "other output\n"
