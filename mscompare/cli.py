@@ -53,6 +53,8 @@ def _progress_printer(total: int, as_json: bool):
 
     def show(s):
         acc.update({k: v for k, v in s.items() if k == "test_acc"})
+        if s["iter"] < bar.n:  # the next seed of a batch trained one by one
+            bar.reset()
         bar.update(s["iter"] - bar.n)
         bar.set_postfix(acc=f"{acc['test_acc']:.4f}", loss=f"{s['loss']:.3f}", ips=f"{s['images_per_s']:.0f}")
 
@@ -62,7 +64,7 @@ def _progress_printer(total: int, as_json: bool):
 def cmd_train(a) -> int:
     from mscompare.config import config_for
     from mscompare.data import load_dataset
-    from mscompare.jobs import cost, execute
+    from mscompare.jobs import cost, execute_group
     from mscompare.runs import RunStore, new_batch_id
 
     tcfg = preset(a.preset, a.dataset, iters=a.iters, batch_size=a.batch_size, eval_every=a.eval_every,
@@ -87,22 +89,24 @@ def cmd_train(a) -> int:
     batch = new_batch_id()
     seeds = range(a.seed, a.seed + a.seeds)
     rids = [store.create(mcfg, replace(tcfg, seed=s), tag="cli", batch=batch, params=params, macs=macs) for s in seeds]
+    show, bar = _progress_printer(tcfg.iters, a.json)
+    try:
+        rows = execute_group(store, rids, store.dir / "checkpoints", data=data, fuse=a.fuse,
+                             on_progress=lambda rid, ev: show({**ev, "run_id": rid}))
+    finally:
+        if bar is not None:
+            bar.close()
     failed = 0
-    for rid in rids:
-        show, bar = _progress_printer(tcfg.iters, a.json)
-        try:
-            row = execute(store, rid, store.dir / "checkpoints", data=data, on_progress=show)
-        finally:
-            if bar is not None:
-                bar.close()
+    for row in rows:
         if row["status"] != "done":
-            print(f"error: run {rid} {row['status']}: {row['message']}", file=sys.stderr)
+            print(f"error: run {row['id']} {row['status']}: {row['message']}", file=sys.stderr)
             failed += 1
             continue
         result = {"model": a.model, "dataset": a.dataset, "iters": tcfg.iters, "seed": row["seed"],
                   "test_acc": row["test_acc"], "params": row["params"], "macs": row["macs"],
                   "seconds": round(row["seconds"], 2), "images_per_s": round(row["images_per_s"], 1),
-                  "run_id": rid, "batch": batch, "checkpoint": row["checkpoint"]}
+                  "run_id": row["id"], "batch": batch, "fused": json.loads(row["env"] or "{}").get("fused", 1),
+                  "checkpoint": row["checkpoint"]}
         print(json.dumps(result) if a.json else "\n".join(f"{k}: {v}" for k, v in result.items()), flush=True)
     return 1 if failed else 0
 
@@ -341,8 +345,10 @@ def build_parser() -> ArgParser:
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     t.add_argument("--seed", type=int, default=0, help="the first seed")
     t.add_argument("--seeds", type=_positive, default=1, help="train seeds S, S+1, ..., S+K-1 as one batch")
-    t.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True,
-                   help="train the seeds as one fused computation (default); --no-fuse trains them one by one")
+    t.add_argument("--fuse", choices=["auto", "on", "off"], default="auto",
+                   help="train the seeds as one fused computation: auto (default) where a few timed steps say it "
+                        "is faster on this machine, on, or off")
+    t.add_argument("--no-fuse", dest="fuse", action="store_const", const="off", help="the same as --fuse off")
     t.add_argument("--threads", type=_positive, help="intra-op threads (default: the automatic thread policy)")
     t.add_argument("--json", action="store_true")
 

@@ -1,6 +1,7 @@
 """Running stored runs: one trial's work, its events into the store, in-process (CLI) or in worker processes (app)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -35,25 +36,18 @@ def cost(mcfg: ModelConfig) -> tuple[int, int | None]:
     return p.params, p.macs
 
 
-def run_trial(mcfg: ModelConfig, tcfg: TrainConfig, checkpoint: str | None, emit: Callable[[dict], None],
-              should_stop: Callable[[], bool] | None = None, data=None, run_id: str = "",
-              predictions: str | None = None) -> dict:
-    """Load the data, train, save the checkpoint and the per-image test predictions: the work of one run,
-    wherever it runs. Raises on failure."""
-    from mscompare.checkpoints import save_checkpoint
+def _load(tcfg: TrainConfig, data=None):
     from mscompare.data import load_dataset
-    from mscompare.train import train
 
-    from mscompare.threads import adapt
+    return data or load_dataset(tcfg.dataset, tcfg.data_root, skip_bad=tcfg.skip_bad, size=tcfg.image_size or None)
 
-    train_data, test_data = data or load_dataset(tcfg.dataset, tcfg.data_root, skip_bad=tcfg.skip_bad,
-                                                 size=tcfg.image_size or None)
 
-    def progress(ev: dict) -> None:
-        adapt(ev)  # on the training thread: the auto thread policy keeps the fastest thread count
-        emit(ev)
+def _record(mcfg: ModelConfig, tcfg: TrainConfig, res: dict, data, checkpoint: str | None, predictions: str | None,
+            run_id: str) -> dict:
+    """Save a trained run's checkpoint and per-image predictions; its result fields for the store."""
+    from mscompare.checkpoints import save_checkpoint
 
-    res = train(mcfg, tcfg, train_data, test_data, progress, should_stop)
+    train_data, test_data = data
     if checkpoint:
         meta = {"classes": train_data.classes, "norm": res["norm"], "dataset": tcfg.dataset, "iters": tcfg.iters,
                 "test_acc": res["test_acc"], "run_id": run_id, "preset": tcfg.preset, "seed": tcfg.seed}
@@ -66,6 +60,82 @@ def run_trial(mcfg: ModelConfig, tcfg: TrainConfig, checkpoint: str | None, emit
     return {"test_acc": res["test_acc"], "seconds": res["seconds"], "images_per_s": res["images_per_s"],
             "env": {**res["env"], "skipped_files": skipped}, "checkpoint": checkpoint, "evaluation": res["evaluation"],
             "message": f"skipped {skipped} bad file(s)" if skipped else ""}
+
+
+def _adapting(emit: Callable[[dict], None]) -> Callable[[dict], None]:
+    from mscompare.threads import adapt
+
+    def progress(ev: dict) -> None:
+        adapt(ev)  # on the training thread: the auto thread policy keeps the fastest thread count
+        emit(ev)
+
+    return progress
+
+
+def run_trial(mcfg: ModelConfig, tcfg: TrainConfig, checkpoint: str | None, emit: Callable[[dict], None],
+              should_stop: Callable[[], bool] | None = None, data=None, run_id: str = "",
+              predictions: str | None = None) -> dict:
+    """Load the data, train, save the checkpoint and the per-image test predictions: the work of one run,
+    wherever it runs. Raises on failure."""
+    from mscompare.train import train
+
+    data = _load(tcfg, data)
+    res = train(mcfg, tcfg, data[0], data[1], _adapting(emit), should_stop)
+    return _record(mcfg, tcfg, res, data, checkpoint, predictions, run_id)
+
+
+def fuse_decision(mcfgs: list[ModelConfig], tcfgs: list[TrainConfig], fuse: str) -> tuple[bool, dict]:
+    """Whether these runs train fused, and why: `on` fuses whatever can be fused, `off` never, `auto` where
+    fused_speedup measures fusing at least FUSE_GAIN times faster on this machine (and says so in the runs' env)."""
+    from mscompare.fused import FUSE_GAIN, FUSE_MODES, fused_speedup, why_not_fused
+
+    if fuse not in FUSE_MODES:
+        raise ValueError(f"fuse must be one of {', '.join(FUSE_MODES)}, got {fuse!r}")
+    reason = why_not_fused(mcfgs, tcfgs)
+    if fuse == "off" or reason is not None:
+        return False, ({} if fuse == "off" or reason == "a single run" else {"not_fused": reason})
+    if fuse == "on":
+        return True, {}
+    probe = fused_speedup(mcfgs[0], tcfgs[0], len(tcfgs))
+    return probe["ratio"] >= FUSE_GAIN, {"fuse_probe": probe}
+
+
+def run_group(jobs: list[dict], emit: Callable[[str, dict], None], should_stop: Callable[[str], bool] | None = None,
+              data=None, fuse: str = "auto") -> dict[str, dict | BaseException]:
+    """Train the runs of `jobs` (dicts with run_id, model_config, train_config, checkpoint, predictions): as one
+    fused computation where they share architecture and protocol and fuse_decision says so, else one after
+    another. Per run id: its result fields, or the exception that ended it (the others go on)."""
+    from mscompare.fused import train_fused
+
+    mcfgs = [ModelConfig.from_dict(j["model_config"]) for j in jobs]
+    tcfgs = [TrainConfig.from_dict(j["train_config"]) for j in jobs]
+    ids = [j["run_id"] for j in jobs]
+    stop = should_stop or (lambda rid: False)
+    fused, why = fuse_decision(mcfgs, tcfgs, fuse)
+    if not fused:
+        out = {}
+        for j, m, t in zip(jobs, mcfgs, tcfgs):
+            rid = j["run_id"]
+            try:
+                out[rid] = run_trial(m, t, j.get("checkpoint"), lambda ev, r=rid: emit(r, ev),
+                                     lambda r=rid: stop(r), data, rid, j.get("predictions"))
+                out[rid]["env"].update(why)
+            except Exception as e:  # noqa: BLE001 - this run's failure; the next run still trains
+                out[rid] = e
+        return out
+    data = _load(tcfgs[0], data)
+    results = train_fused(mcfgs[0], tcfgs, data[0], data[1],
+                          [_adapting(lambda ev, r=rid: emit(r, ev)) if k == 0 else (lambda ev, r=rid: emit(r, ev))
+                           for k, rid in enumerate(ids)], [lambda r=rid: stop(r) for rid in ids])
+    out = {}
+    for j, m, t, res in zip(jobs, mcfgs, tcfgs, results):
+        try:
+            out[j["run_id"]] = res if isinstance(res, BaseException) else _record(
+                m, t, {**res, "env": {**res["env"], **why}}, data, j.get("checkpoint"), j.get("predictions"),
+                j["run_id"])
+        except Exception as e:  # noqa: BLE001 - e.g. the checkpoint can't be written: this run fails
+            out[j["run_id"]] = e
+    return out
 
 
 def failure_message(e: BaseException) -> str:
@@ -97,39 +167,64 @@ def finish(store: RunStore, rid: str, status: str, result: dict | None = None, m
 
 def execute(store: RunStore, rid: str, checkpoint_dir: str | Path | None = None, *, data=None,
             on_progress=None, should_stop=None) -> dict:
-    """Run one stored run in this process, recording every point; the status says how it ended. Never raises
-    for a failed run (KeyboardInterrupt marks it interrupted and is raised again)."""
+    """Run one stored run in this process (see execute_group)."""
+    return execute_group(store, [rid], checkpoint_dir, data=data,
+                         on_progress=on_progress and (lambda _rid, ev: on_progress(ev)),
+                         should_stop=should_stop and (lambda _rid: should_stop()))[0]
+
+
+def execute_group(store: RunStore, rids: list[str], checkpoint_dir: str | Path | None = None, *, data=None,
+                  on_progress=None, should_stop=None, fuse: str = "auto") -> list[dict]:
+    """Run stored runs in this process, fused where they can be (run_group), recording every point; each run's
+    status says how it ended. Never raises for a failed run (KeyboardInterrupt marks the unfinished ones
+    interrupted and is raised again). A failure of the whole group is recorded on each of its runs."""
     from mscompare.train import Cancelled
 
-    row = store.get(rid)
-    mcfg = ModelConfig.from_dict(json.loads(row["model_config"]))
-    tcfg = TrainConfig.from_dict(json.loads(row["train_config"]))
-    ckpt = str(Path(checkpoint_dir) / f"{rid}.safetensors") if checkpoint_dir is not None else None
-    preds = str(predictions_path(store.dir, rid))
+    rows = [store.get(rid) for rid in rids]
+    jobs = []
+    for rid, row in zip(rids, rows):
+        jobs.append({"run_id": rid, "model_config": json.loads(row["model_config"]),
+                     "train_config": json.loads(row["train_config"]), "predictions": str(predictions_path(store.dir, rid)),
+                     "checkpoint": str(Path(checkpoint_dir) / f"{rid}.safetensors") if checkpoint_dir is not None else None})
+
+    def emit(rid, ev):
+        apply_event(store, rid, ev)
+        if on_progress:
+            on_progress(rid, ev)
+
     try:
-        store.update(rid, status="running", started=time.time(), pid=os.getpid(), owner=owner_id())
-        if row["params"] is None:
-            params, macs = cost(mcfg)
-            store.update(rid, params=params, macs=macs)
-
-        def emit(ev):
-            apply_event(store, rid, ev)
-            if on_progress:
-                on_progress(ev)
-
-        finish(store, rid, "done", run_trial(mcfg, tcfg, ckpt, emit, should_stop, data, rid, preds))
-    except Cancelled:
-        _finish_quietly(store, rid, "cancelled", "cancelled by the user")
+        for rid, row, job in zip(rids, rows, jobs):
+            store.update(rid, status="running", started=time.time(), pid=os.getpid(), owner=owner_id())
+            if row["params"] is None:
+                params, macs = cost(ModelConfig.from_dict(job["model_config"]))
+                store.update(rid, params=params, macs=macs)
+        try:
+            out = run_group(jobs, emit, should_stop, data, fuse)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 - the group itself failed (its data, its device): every run records why
+            out = dict.fromkeys(rids, e)
+        for rid in rids:
+            res = out[rid]
+            if isinstance(res, Cancelled):
+                _finish_quietly(store, rid, "cancelled", "cancelled by the user")
+            elif isinstance(res, BaseException):
+                _finish_quietly(store, rid, "failed", failure_message(res))
+                _free_device_memory()
+            else:
+                finish(store, rid, "done", res)
     except KeyboardInterrupt:
-        _finish_quietly(store, rid, "interrupted", "interrupted (Ctrl-C)")
+        for rid in rids:
+            with contextlib.suppress(StoreError):
+                if store.get(rid)["status"] in ACTIVE:
+                    _finish_quietly(store, rid, "interrupted", "interrupted (Ctrl-C)")
         raise
-    except Exception as e:  # noqa: BLE001 - any failure becomes a visible status
-        _finish_quietly(store, rid, "failed", failure_message(e))
-        _free_device_memory()
+    except StoreError as e:  # the store itself is failing: report the runs from what we know
+        return [{**row, "status": "failed", "message": failure_message(e)} for row in rows]
     try:
-        return store.get(rid)
-    except StoreError as e:  # the store itself is failing: report the run from what we know
-        return {**row, "status": "failed", "message": failure_message(e)}
+        return [store.get(rid) for rid in rids]
+    except StoreError as e:
+        return [{**row, "status": "failed", "message": failure_message(e)} for row in rows]
 
 
 def _free_device_memory() -> None:
@@ -152,21 +247,22 @@ class RunManager:
     (bad data, out of memory, a CUDA assert, a crashed or killed worker, a store write) fails that run only."""
 
     def __init__(self, store: RunStore, concurrency: int = 0, checkpoint_dir: str | Path | None = None,
-                 threads: int = 0):
+                 threads: int = 0, fuse: str = "auto"):
         self.store = store
         self.concurrency = concurrency or auto_concurrency()
-        self.threads = threads
+        self.threads, self.fuse = threads, fuse
         self.checkpoint_dir = Path(checkpoint_dir if checkpoint_dir is not None else store.dir / "checkpoints")
-        self._q: queue.Queue[str] = queue.Queue()
+        self._q: queue.Queue[tuple[str, ...]] = queue.Queue()
         self._lock = threading.Lock()
         self._live: dict[str, dict] = {}
         self._procs: dict[str, subprocess.Popen] = {}
+        self._group: dict[str, tuple[str, ...]] = {}
         self._cancel: set[str] = set()
         self._threads: list[threading.Thread] = []
         self.set_concurrency(self.concurrency)
 
     def set_concurrency(self, n: int) -> None:
-        """Train up to `n` runs side by side from now on (a run already going finishes where it is)."""
+        """Train up to `n` run groups side by side from now on (a group already going finishes where it is)."""
         if n < 1:
             raise ValueError(f"concurrency must be >= 1, got {n}")
         self.concurrency = n
@@ -180,32 +276,49 @@ class RunManager:
     def submit(self, model_cfg: ModelConfig, train_cfg: TrainConfig, tag: str = "", batch: str = "") -> str:
         return self.submit_many([(model_cfg, train_cfg)], tag, batch)[0]
 
-    def submit_many(self, runs: list[tuple[ModelConfig, TrainConfig]], tag: str = "", batch: str = "") -> list[str]:
+    def submit_many(self, runs: list[tuple[ModelConfig, TrainConfig]], tag: str = "", batch: str = "",
+                    fuse: str | None = None) -> list[str]:
         """Queue runs together: all are known as queued before the first starts, so each gets its share of
-        the cores from the start (a lone first run would otherwise take them all)."""
-        ids, work = [], {}
+        the cores from the start. Runs that differ only in seed form one group, trained in one worker (fused
+        where fuse_decision says so); a group takes one slot, as one run of K times the work."""
+        from mscompare.fused import group_key
+
+        fuse = fuse or self.fuse
+        ids, groups = [], {}
         for cfg, train_cfg in runs:
             params, macs = cost(cfg)
             rid = self.store.create(cfg, train_cfg, tag, batch, params=params, macs=macs)
             with self._lock:
                 self._live[rid] = {"status": "queued", "iter": 0, "iters": train_cfg.iters}
             ids.append(rid)
-            work[rid] = (macs or params) * train_cfg.iters
-        for rid in sorted(ids, key=lambda r: -work[r]):  # the longest first: a short run ends the batch, not a long one
-            self._q.put(rid)
+            key = group_key(cfg, train_cfg) if fuse != "off" else rid
+            groups.setdefault(key, ([], (macs or params) * train_cfg.iters))[0].append(rid)
+        work = {tuple(g): w * len(g) for g, w in groups.values()}
+        for g in sorted(work, key=lambda g: -work[g]):  # the longest first: a short run ends the batch, not a long one
+            with self._lock:
+                for rid in g:
+                    self._group[rid] = g
+            self._q.put((fuse, g))
         return ids
 
     def cancel(self, rid: str) -> None:
-        """Cancel a queued run at once, a running one within KILL_AFTER seconds (killed if it doesn't stop)."""
+        """Cancel a queued run at once, a running one within KILL_AFTER seconds (a lone run's worker is killed if
+        it doesn't stop; a run trained in a group stops at its next step and the others go on)."""
         with self._lock:
             self._cancel.add(rid)
             live = self._live.get(rid)
             proc = self._procs.get(rid)
+            group = self._group.get(rid, (rid,))
             queued = live is not None and live["status"] == "queued"
             if queued:
                 live["status"] = "cancelled"
+            whole = all(r in self._cancel for r in group)
         if queued:
             finish(self.store, rid, "cancelled", message="cancelled before it started")
+        elif proc is not None and not whole:
+            with contextlib.suppress(OSError, ValueError):  # the worker has just ended
+                proc.stdin.write(f"cancel {rid}\n")
+                proc.stdin.flush()
         elif proc is not None:
             _signal(proc, signal.SIGTERM)
             threading.Timer(KILL_AFTER, lambda: proc.poll() is None and _signal(proc, signal.SIGKILL)).start()
@@ -247,59 +360,71 @@ class RunManager:
                 time.sleep(0.5)
                 continue
             try:
-                rid = self._q.get(timeout=0.5)
+                fuse, group = self._q.get(timeout=0.5)
             except queue.Empty:
                 continue
-            try:
-                with self._lock:
-                    if self._live[rid]["status"] == "cancelled":
-                        continue
+            with self._lock:
+                rids = [r for r in group if self._live[r]["status"] != "cancelled"]
+                for rid in rids:
                     self._live[rid]["status"] = "running"
-                status, message = self._run_in_worker(rid)
-            except Exception as e:  # noqa: BLE001 - the slot survives anything, the run records why it failed
-                status, message = "failed", failure_message(e)
+            if not rids:
+                continue
             try:
-                if self.store.get(rid)["status"] in ACTIVE:
-                    finish(self.store, rid, status, message=message)
-                row = self.store.get(rid)
-                self._set(rid, status=row["status"], message=row["message"], test_acc=row["test_acc"])
-            except Exception as e:  # noqa: BLE001 - e.g. the store is unwritable: show it live
-                self._set(rid, status="failed", message=failure_message(e))
+                ended = self._run_in_worker(rids, fuse)
+            except Exception as e:  # noqa: BLE001 - the slot survives anything, the runs record why they failed
+                ended = dict.fromkeys(rids, ("failed", failure_message(e)))
+            for rid in rids:
+                try:
+                    status, message = ended.get(rid, ("failed", "the worker ended without a result"))
+                    if self.store.get(rid)["status"] in ACTIVE:
+                        finish(self.store, rid, status, message=message)
+                    row = self.store.get(rid)
+                    self._set(rid, status=row["status"], message=row["message"], test_acc=row["test_acc"])
+                except Exception as e:  # noqa: BLE001 - e.g. the store is unwritable: show it live
+                    self._set(rid, status="failed", message=failure_message(e))
 
-    def _run_in_worker(self, rid: str) -> tuple[str, str]:
-        """Train `rid` in a fresh worker process; returns (status, message) where the worker didn't finish it."""
-        row = self.store.get(rid)
-        tcfg = json.loads(row["train_config"])
-        with self._lock:  # runs that will share the cores with this one: each gets its share, a lone run all
-            sharing = sum(v.get("status") in ACTIVE for v in self._live.values())
+    def _run_in_worker(self, rids: list[str], fuse: str) -> dict[str, tuple[str, str]]:
+        """Train `rids` (one group) in a fresh worker process; (status, message) of each run the worker didn't
+        finish itself."""
+        rows = {rid: self.store.get(rid) for rid in rids}
+        tcfg = json.loads(rows[rids[0]]["train_config"])
+        with self._lock:  # groups that will share the cores with this one: each gets its share, a lone one all
+            sharing = len({self._group.get(r, (r,)) for r, v in self._live.items() if v.get("status") in ACTIVE})
         pol = policy(self.threads or tcfg.get("threads", 0), max(1, min(self.concurrency, sharing)))
-        job = {"run_id": rid, "model_config": json.loads(row["model_config"]), "train_config": tcfg,
-               "checkpoint": str(self.checkpoint_dir / f"{rid}.safetensors"), "policy": pol,
-               "predictions": str(predictions_path(self.store.dir, rid)),
-               "nice": process_nice()}
-        self.store.update(rid, status="running", started=time.time())
+        runs = [{"run_id": rid, "model_config": json.loads(rows[rid]["model_config"]),
+                 "train_config": json.loads(rows[rid]["train_config"]),
+                 "checkpoint": str(self.checkpoint_dir / f"{rid}.safetensors"),
+                 "predictions": str(predictions_path(self.store.dir, rid))} for rid in rids]
+        job = {"runs": runs, "fuse": fuse, "policy": pol, "nice": process_nice()}
+        for rid in rids:
+            self.store.update(rid, status="running", started=time.time())
         errlog = tempfile.TemporaryFile("w+")  # a file, so a chatty worker can't fill a pipe and block
         proc = subprocess.Popen([sys.executable, "-m", "mscompare.worker"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=errlog, text=True, env=worker_env(pol),
                                 cwd=str(Path(__file__).resolve().parent.parent))
         with self._lock:
-            self._procs[rid] = proc
-            cancelled_early = rid in self._cancel
-        if cancelled_early:
-            _signal(proc, signal.SIGTERM)
+            for rid in rids:
+                self._procs[rid] = proc
+            early = [rid for rid in rids if rid in self._cancel]
+        ended: dict[str, tuple[str, str]] = {}
         try:
             proc.stdin.write(json.dumps(job) + "\n")
-            proc.stdin.close()
-            final = None
+            proc.stdin.flush()
+            for rid in early:
+                self.cancel(rid)
             try:
                 for line in proc.stdout:
                     ev = json.loads(line)
+                    rid = ev.pop("run_id")
                     if ev.get("event") == "progress":
                         apply_event(self.store, rid, ev)
                         self._set(rid, **{k: v for k, v in ev.items() if k != "event"})
+                    elif ev["event"] == "done":
+                        finish(self.store, rid, "done", ev["result"])
+                        ended[rid] = ("done", "")
                     else:
-                        final = ev
-            except BaseException:  # e.g. the store can't be written: stop the worker, then report the run failed
+                        ended[rid] = (ev["event"], ev.get("message", ""))
+            except BaseException:  # e.g. the store can't be written: stop the worker, then report the runs failed
                 _signal(proc, signal.SIGKILL)
                 proc.wait()
                 raise
@@ -308,17 +433,20 @@ class RunManager:
             err = errlog.read()[-4000:]
         finally:
             errlog.close()
+            with contextlib.suppress(OSError, ValueError):
+                proc.stdin.close()
             with self._lock:
-                self._procs.pop(rid, None)
-        if final is None:
+                for rid in rids:
+                    self._procs.pop(rid, None)
+        tail = err.strip().splitlines()[-1] if err.strip() else ""
+        for rid in rids:
+            if rid in ended:
+                continue
             if rid in self._cancel:
-                return "cancelled", "cancelled by the user (the worker was stopped)"
-            tail = err.strip().splitlines()[-1] if err.strip() else ""
-            return "failed", f"the worker process died (exit code {code}){': ' + tail if tail else ''}"
-        if final["event"] == "done":
-            finish(self.store, rid, "done", final["result"])
-            return "done", ""
-        return final["event"], final.get("message", "")
+                ended[rid] = ("cancelled", "cancelled by the user (the worker was stopped)")
+            else:
+                ended[rid] = ("failed", f"the worker process died (exit code {code}){': ' + tail if tail else ''}")
+        return ended
 
 
 def _signal(proc: subprocess.Popen, sig: int) -> None:

@@ -92,6 +92,15 @@ def list_units() -> list[str]:
     return list(_UNITS)
 
 
+def cat_channels(maps: list[torch.Tensor], runs: int = 1) -> torch.Tensor:
+    """Concatenate feature maps along the channels. With `runs` fused runs side by side in the channels
+    (mscompare.fused), each run's maps stay together, so the next grouped layer sees its own run only."""
+    if runs == 1:
+        return torch.cat(maps, dim=1)
+    b, _, h, w = maps[0].shape
+    return torch.cat([m.reshape(b, runs, -1, h, w) for m in maps], dim=2).reshape(b, -1, h, w)
+
+
 class ConvBN(nn.Sequential):
     """Conv (no bias) + BatchNorm, optionally followed by ReLU; groups=cin makes it depthwise."""
 
@@ -112,6 +121,8 @@ class SepConv(nn.Sequential):
 class Inception(nn.Module):
     """GoogLeNet-style unit (Fig. 3c): 1x1 | 1x1->3x3 | 1x1->5x5 | maxpool->1x1, concatenated to `width` maps."""
 
+    runs = 1  # fused runs side by side in the channels (cat_channels)
+
     def __init__(self, width: int, widen: float = 1.5):
         super().__init__()
         b, mid = width // 4, int(width * widen)
@@ -121,13 +132,15 @@ class Inception(nn.Module):
         self.bp = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), ConvBN(width, width - 3 * b, 1))
 
     def forward(self, x):
-        return torch.cat([self.b1(x), self.b3(x), self.b5(x), self.bp(x)], dim=1)
+        return cat_channels([self.b1(x), self.b3(x), self.b5(x), self.bp(x)], self.runs)
 
 
 class MultiScale(nn.Module):
     """The paper's multi-scale separable unit (Fig. 2): 1x1 to N = expand*C maps, a 1-SepConv and a 2-SepConv
     branch of m = C/2 maps each, merged by concat (method 1, Eq. 2) or addition (method 2, Eq. 3), plus an
     identity residual."""
+
+    runs = 1  # fused runs side by side in the channels (cat_channels)
 
     def __init__(self, width: int, merge: str, expand: int = 1, residual_norm: bool = True):
         super().__init__()
@@ -146,7 +159,7 @@ class MultiScale(nn.Module):
     def forward(self, x):
         e = self.expand(x)
         g1, g2 = self.scale1(e), self.scale2(e)
-        g = torch.cat([g1, g2], dim=1) if self.merge == "concat" else g1 + g2  # Eq. 2 / Eq. 3
+        g = cat_channels([g1, g2], self.runs) if self.merge == "concat" else g1 + g2  # Eq. 2 / Eq. 3
         return self.act(self.norm(x + self.restore(g)))
 
 

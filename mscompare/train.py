@@ -152,12 +152,13 @@ def evaluate_full(model: torch.nn.Module, batches: Batches, num_classes: int, au
     return {**summary, "ece": cal["ece"], "reliability": cal}, preds
 
 
-def _optimizer(model, cfg: TrainConfig):
-    fused = {"fused": True} if next(model.parameters()).is_cuda else {}
+def make_optimizer(params: list[torch.Tensor], cfg: TrainConfig):
+    """The preset's optimizer and schedule. Both are elementwise, so stacked (fused) runs each get their own."""
+    fused = {"fused": True} if params[0].is_cuda else {}
     if cfg.optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     else:
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                               weight_decay=cfg.weight_decay, **fused)
     sched = None
     if cfg.schedule == "onecycle":
@@ -180,6 +181,19 @@ def check_trainable(cfg: TrainConfig, train_data: ArrayData, test_data: ArrayDat
         raise TrainingError("the test set has no images; add a test split to measure accuracy")
 
 
+def norm_stats(train_data: ArrayData) -> tuple[list[float], list[float]]:
+    """The training set's per-channel mean and std (0..1 scale); fails where a channel is constant."""
+    mean, std = train_data.mean_std()
+    if min(std) < 1e-3:
+        raise TrainingError(f"the training images have zero variance (every pixel {mean[0] * 255:.0f} in channel 0 "
+                            f"or another channel constant), so they can't be normalized or learned from")
+    return mean, std
+
+
+def autocast_for(precision: str, device: torch.device):
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
+
+
 def train(model_cfg: ModelConfig, cfg: TrainConfig, train_data: ArrayData, test_data: ArrayData,
           progress: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
     """Train one model. `progress` gets a snapshot every PROGRESS_EVERY iterations (kind "step": loss, images/s,
@@ -200,15 +214,11 @@ def _train(model_cfg, cfg, train_data, test_data, progress, should_stop) -> dict
         torch.manual_seed(cfg.seed)
         model = build_model(model_cfg).to(device, memory_format=torch.channels_last)
     precision, probe = resolve_precision(cfg.precision, model, model_cfg, cfg.batch_size, device)
-    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16"
-                else nullcontext)
-    mean, std = train_data.mean_std()
-    if min(std) < 1e-3:
-        raise TrainingError(f"the training images have zero variance (every pixel {mean[0] * 255:.0f} in channel 0 "
-                            f"or another channel constant), so they can't be normalized or learned from")
+    autocast = autocast_for(precision, device)
+    mean, std = norm_stats(train_data)
     tr = Batches(train_data, mean, std, device, augment=cfg.augment, seed=cfg.seed)
     te_curve = Batches(test_data.stratified(cfg.eval_subset) if cfg.eval_subset else test_data, mean, std, device)
-    opt, sched = _optimizer(model, cfg)
+    opt, sched = make_optimizer(list(model.parameters()), cfg)
     curve: list[tuple[int, float, float]] = []
     t0 = time.perf_counter()
     train_time, loss_sum, loss_n, timed_iters = 0.0, 0.0, 0, 0

@@ -1,43 +1,63 @@
-"""A training worker process: reads one job (JSON) on stdin, trains it, writes JSON-line events on stdout."""
+"""A training worker process: reads one job (JSON) on stdin, trains its runs (fused where they can be), writes
+JSON-line events on stdout, each naming its run. Later stdin lines `cancel RUN_ID` stop one run; SIGTERM all."""
 from __future__ import annotations
 
 import json
 import os
 import signal
 import sys
+import threading
+
+
+def _listen(stopped: set[str]) -> None:
+    """Cancel requests, one `cancel RUN_ID` line each, until the parent closes stdin."""
+    for line in sys.stdin:
+        verb, _, rid = line.strip().partition(" ")
+        if verb == "cancel":
+            stopped.add(rid)
 
 
 def main() -> int:
     job = json.loads(sys.stdin.readline())
     events = os.fdopen(os.dup(1), "w")  # events get their own pipe; anything else printed goes to stderr
     os.dup2(2, 1)
-    stop = {"asked": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(asked=True))
+    stopped: set[str] = set()
+    everything = {"asked": False}
+    signal.signal(signal.SIGTERM, lambda *_: everything.update(asked=True))
+    threading.Thread(target=_listen, args=(stopped,), daemon=True).start()
     from mscompare.threads import configure_process, restore_nice
 
     restore_nice(job.get("nice"))
     configure_process(job["policy"])  # the parent set the environment; this records and applies the threads
 
-    from mscompare.config import TrainConfig
-    from mscompare.jobs import failure_message, run_trial
-    from mscompare.models import ModelConfig
+    from mscompare.jobs import failure_message, run_group
     from mscompare.train import Cancelled
 
-    def emit(ev: dict) -> None:
-        print(json.dumps({"event": "progress", **ev}), file=events, flush=True)
+    lock = threading.Lock()
 
+    def send(ev: dict) -> None:
+        with lock:
+            print(json.dumps(ev), file=events, flush=True)
+
+    runs = job["runs"]
     try:
-        mcfg = ModelConfig.from_dict(job["model_config"])
-        tcfg = TrainConfig.from_dict(job["train_config"])
-        result = run_trial(mcfg, tcfg, job["checkpoint"], emit, lambda: stop["asked"], run_id=job["run_id"],
-                           predictions=job.get("predictions"))
-        print(json.dumps({"event": "done", "result": result}), file=events, flush=True)
-    except Cancelled:
-        print(json.dumps({"event": "cancelled", "message": "cancelled by the user"}), file=events, flush=True)
+        out = run_group(runs, lambda rid, ev: send({"event": "progress", "run_id": rid, **ev}),
+                        lambda rid: everything["asked"] or rid in stopped, fuse=job.get("fuse", "auto"))
     except BrokenPipeError:  # the app that started us is gone
         return 1
-    except Exception as e:  # noqa: BLE001 - reported to the parent as the run's failure
-        print(json.dumps({"event": "failed", "message": failure_message(e)}), file=events, flush=True)
+    except Exception as e:  # noqa: BLE001 - the group itself failed: every run reports the cause
+        out = {r["run_id"]: e for r in runs}
+    try:
+        for r in runs:
+            res = out[r["run_id"]]
+            if isinstance(res, Cancelled):
+                send({"event": "cancelled", "run_id": r["run_id"], "message": "cancelled by the user"})
+            elif isinstance(res, BaseException):
+                send({"event": "failed", "run_id": r["run_id"], "message": failure_message(res)})
+            else:
+                send({"event": "done", "run_id": r["run_id"], "result": res})
+    except BrokenPipeError:
+        return 1
     return 0
 
 

@@ -106,7 +106,7 @@ def test_train_seeds_compare_report_and_delete_from_the_cli(tiny_npz, tmp_path, 
     ids = {}
     for model in ("mobilenet", "alexnet"):
         assert main(["train", "--model", model, *common]) == 0
-        lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if '"run_id"' in x]
+        lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if '"batch"' in x]
         assert [x["seed"] for x in lines] == [0, 1] and len({x["batch"] for x in lines}) == 1
         ids[model] = [x["run_id"] for x in lines]
     store = RunStore(runs)
