@@ -103,6 +103,46 @@ def accuracy_chart(curves: pd.DataFrame, title: str):
     return fig
 
 
+@st.cache_data(show_spinner="Paired tests on the test images...", max_entries=64)
+def reference_deltas(run_groups: tuple[tuple[str, ...], ...], reference: str) -> pd.DataFrame:
+    """Each configuration against the reference (cached per set of finished runs: the bootstrap takes a while)."""
+    return service().against(service().groups(ids=[r for g in run_groups for r in g]), reference)
+
+
+# The grouped table's columns: human names, units, thousands separators.
+GROUPED_COLUMNS = {
+    "configuration": st.column_config.TextColumn("configuration", width="large"),
+    "n": st.column_config.NumberColumn("seeds", format="%d"),
+    "accuracy": st.column_config.TextColumn("accuracy % (mean ± std)"),
+    "range": st.column_config.TextColumn("min–max %"),
+    "params": st.column_config.NumberColumn("params", format="localized"),
+    "macs": st.column_config.NumberColumn("MACs", format="localized"),
+    "img/s": st.column_config.NumberColumn("img/s", format="localized"),
+    "Δ vs reference": st.column_config.TextColumn("Δ vs reference (points, 95% CI)"),
+    "verdict": st.column_config.TextColumn("verdict"),
+}
+
+
+def grouped_table(grouped: pd.DataFrame, deltas: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration for display: mean ± std and range in %, costs, and the Δ against the reference."""
+    d = deltas.set_index("label") if not deltas.empty else pd.DataFrame(columns=["delta", "ci_low", "ci_high", "verdict"])
+    rows = []
+    for g in grouped.itertuples():
+        std = f" ± {100 * g.std:.2f}" if g.n > 1 else " (1 seed)"
+        r = {"configuration": g.label, "n": g.n, "accuracy": f"{100 * g.mean:.2f}{std}",
+             "range": f"{100 * g.min:.2f}–{100 * g.max:.2f}", "params": g.params, "macs": g.macs,
+             "img/s": round(g.images_per_s) if g.images_per_s == g.images_per_s else None,
+             "Δ vs reference": "reference", "verdict": ""}
+        if g.label in d.index and d.loc[g.label, "delta"] is not None and d.loc[g.label, "delta"] == d.loc[g.label, "delta"]:
+            x = d.loc[g.label]
+            r["Δ vs reference"] = f"{x['delta']:+.2f} [{x['ci_low']:+.2f}, {x['ci_high']:+.2f}]"
+            r["verdict"] = {"a better": "better", "b better": "worse"}.get(x["verdict"], x["verdict"])
+        elif g.label in d.index:
+            r["Δ vs reference"], r["verdict"] = "n/a", "n/a"
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
 def per_class_bars(ev: dict, title: str):
     d = pd.DataFrame({"class": ev["classes"], "accuracy": ev["per_class"]})
     fig = px.bar(d, x="class", y="accuracy", title=title)

@@ -18,12 +18,48 @@ def pareto(df: pd.DataFrame, cost: str, acc: str = "test_acc") -> pd.DataFrame:
 
 
 def mean_over_seeds(runs: pd.DataFrame) -> pd.DataFrame:
-    """One point per configuration (model, dataset, width, units, expand): accuracy averaged over seeds."""
-    keys = [k for k in ("model", "dataset", "width", "units", "expand") if k in runs]
-    firsts = [c for c in (*COSTS, "model_config") if c in runs]
-    g = runs.groupby(keys, dropna=False)
-    out = g[firsts].first().join(g["test_acc"].agg(["mean", "std", "count"]))
-    return out.rename(columns={"mean": "test_acc", "std": "acc_std", "count": "seeds"}).reset_index()
+    """One point per configuration of the full protocol (groups.CONFIG_KEYS: model, dataset, preset, iterations,
+    units, width, expand, precision, device): accuracy averaged over its seeds, with their std and count.
+    Runs of different protocols are never averaged together."""
+    from mscompare.groups import group
+
+    g = group(runs)
+    return g.rename(columns={"seeds": "seed_list"}).rename(columns={"mean": "test_acc", "std": "acc_std", "n": "seeds"})
+
+
+def protocols(points: pd.DataFrame) -> list[str]:
+    """The distinct training protocols among the points, most points first (for a chooser)."""
+    keys = points.apply(protocol_label, axis=1)
+    return list(keys.value_counts().index)
+
+
+def protocol_label(row) -> str:
+    return f"{row['preset']}, {int(row['iters']):,} iterations, {row['precision']}, {row['device_type']}"
+
+
+def mark(points: pd.DataFrame, cost: str, alpha: float = 0.05) -> pd.DataFrame:
+    """Each point's place against the Pareto frontier of its dataset: "frontier", "within spread" (every frontier
+    point that beats it does so by a difference Welch's t-test over seeds can't tell from 0 at `alpha`), "below",
+    or "spread unknown" (one seed on a side)."""
+    from scipy.stats import ttest_ind_from_stats
+
+    out = points.copy()
+    out["place"] = "below"
+    for _, d in out.groupby("dataset"):
+        front = pareto(d, cost)
+        out.loc[front.index, "place"] = "frontier"
+        for idx, p in d.drop(front.index).iterrows():
+            beaters = front[(front[cost] <= p[cost]) & (front["test_acc"] > p["test_acc"])]
+            if beaters.empty:
+                continue
+            if p["seeds"] < 2 or (beaters["seeds"] < 2).any():
+                out.loc[idx, "place"] = "spread unknown"
+                continue
+            ps = [ttest_ind_from_stats(f["test_acc"], f["acc_std"], f["seeds"], p["test_acc"], p["acc_std"],
+                                       p["seeds"], equal_var=False).pvalue for _, f in beaters.iterrows()]
+            if all(v != v or v >= alpha for v in ps):  # nan: both without spread and equal
+                out.loc[idx, "place"] = "within spread"
+    return out
 
 
 def with_latency(points: pd.DataFrame, measure=None) -> pd.DataFrame:
@@ -48,14 +84,18 @@ def with_latency(points: pd.DataFrame, measure=None) -> pd.DataFrame:
 
 
 def frontier_chart(points: pd.DataFrame, cost: str, title: str):
-    """Accuracy against `cost` (log axis), one colour per unit type, the Pareto frontier as a line."""
+    """Accuracy against `cost` (log axis), one colour per unit type, ± std error bars over seeds, the Pareto
+    frontier as a line; points within the seed spread of the frontier are drawn as open diamonds."""
     import plotly.express as px
 
-    hover = [c for c in ("width", "units", "seeds", "expand") if c in points]
-    fig = px.scatter(points, x=cost, y="test_acc", color="model", symbol="dataset" if points["dataset"].nunique() > 1
-                     else None, log_x=True, hover_data=hover, title=title,
-                     labels={cost: COSTS.get(cost, cost), "test_acc": "test accuracy"})
-    for ds, d in points.groupby("dataset"):
+    pts = mark(points, cost) if "place" not in points else points
+    hover = [c for c in ("width", "units", "seeds", "expand", "preset", "iters", "precision", "place") if c in pts]
+    fig = px.scatter(pts, x=cost, y="test_acc", color="model", symbol="place", log_x=True, hover_data=hover,
+                     error_y="acc_std" if "acc_std" in pts else None, title=title,
+                     symbol_map={"frontier": "circle", "within spread": "diamond-open", "below": "x",
+                                 "spread unknown": "circle-open"},
+                     labels={cost: COSTS.get(cost, cost), "test_acc": "test accuracy", "place": "vs frontier"})
+    for ds, d in pts.groupby("dataset"):
         f = pareto(d, cost)
         fig.add_scatter(x=f[cost], y=f["test_acc"], mode="lines", line=dict(color="grey", dash="dot"),
                         name=f"Pareto frontier ({ds})", hoverinfo="skip")

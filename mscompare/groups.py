@@ -18,16 +18,29 @@ class CompareError(ValueError):
 
 
 def describe(runs: pd.DataFrame | list[dict]) -> pd.DataFrame:
-    """Store rows plus the configuration columns that live inside their JSON: expand, precision, device_type."""
+    """Runs (store rows, or an exported CSV's rows) plus the configuration columns: expand, precision and
+    device_type from the run's JSON where they aren't columns already, and defaults for what an export lacks."""
     df = pd.DataFrame(runs).copy()
     if df.empty:
         return pd.DataFrame(columns=[*df.columns, *CONFIG_KEYS])
-    mc = [json.loads(c or "{}") for c in df["model_config"]] if "model_config" in df else [{}] * len(df)
-    tc = [json.loads(c or "{}") for c in df["train_config"]] if "train_config" in df else [{}] * len(df)
-    env = [json.loads(e or "{}") for e in df["env"]] if "env" in df else [{}] * len(df)
-    df["expand"] = [m.get("expand", 1) for m in mc]
-    df["precision"] = [e.get("precision") or t.get("precision", "fp32") for e, t in zip(env, tc)]
-    df["device_type"] = [(e.get("device") or t.get("device", "cpu")).split(":")[0] for e, t in zip(env, tc)]
+    parse = lambda col: [json.loads(c) if isinstance(c, str) and c else {} for c in df[col]] if col in df else [{}] * len(df)  # noqa: E731
+    mc, tc, env = parse("model_config"), parse("train_config"), parse("env")
+    defaults = {"status": "done", "seed": 0, "preset": "", "iters": 0, "images_per_s": float("nan"),
+                "params": pd.NA, "macs": pd.NA, "model_config": "{}"}
+    for col, value in defaults.items():
+        if col not in df:
+            df[col] = value
+    if "id" not in df:
+        df["id"] = [f"row-{i}" for i in range(len(df))]
+    if "expand" not in df:
+        df["expand"] = [m.get("expand", 1) for m in mc]
+    if "precision" not in df:
+        df["precision"] = [e.get("precision") or t.get("precision", "fp32") for e, t in zip(env, tc)]
+    df["precision"] = df["precision"].fillna("fp32")
+    if "device_type" not in df:  # the device a run used (its env); a stored request of "auto" counts as cpu
+        asked = df["device"].astype(str) if "device" in df else pd.Series(["cpu"] * len(df), index=df.index)
+        used = [(e.get("device") or a).split(":")[0] for e, a in zip(env, asked)]
+        df["device_type"] = ["cpu" if d in ("auto", "None", "nan", "") else d for d in used]
     df["fused"] = [e.get("fused", 1) for e in env]
     return df
 
@@ -51,15 +64,15 @@ def group(runs: pd.DataFrame | list[dict]) -> pd.DataFrame:
     params, MACs, images/s and the run ids. Runs of different protocols are never averaged together."""
     df = describe(runs)
     out_cols = [*CONFIG_KEYS, "label", "n", "mean", "std", "min", "max", "params", "macs", "images_per_s",
-                "seeds", "runs"]
-    if df.empty or "status" not in df:
+                "seeds", "runs", "model_config"]
+    if df.empty:
         return pd.DataFrame(columns=out_cols)
     df = df[df["status"] == "done"]
     if df.empty:
         return pd.DataFrame(columns=out_cols)
     g = df.groupby(CONFIG_KEYS, dropna=False, sort=False)
     out = g["test_acc"].agg(["count", "mean", "std", "min", "max"]).rename(columns={"count": "n"})
-    out = out.join(g[["params", "macs"]].first()).join(g["images_per_s"].mean())
+    out = out.join(g[["params", "macs", "model_config"]].first()).join(g["images_per_s"].mean())
     out["seeds"] = g["seed"].agg(lambda s: sorted(int(v) for v in s))
     out["runs"] = g["id"].agg(list)
     out = out.reset_index()

@@ -1,6 +1,7 @@
 """What the app needs from the library in one object: the run store, the run manager, datasets and tables."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -16,6 +17,9 @@ from mscompare.jobs import RunManager
 from mscompare.runs import ACTIVE, RunStore, new_batch_id
 
 REPO = Path(__file__).resolve().parent.parent
+MAX_SEEDS = 10
+DEFAULT_SEEDS = 3  # the fewest seeds that give a seed spread to compare against (README: Seeds)
+START_DEDUP = 5.0  # seconds in which the same Start request again is taken for a double-click
 RESULT_COLUMNS = ["run_id", "model", "dataset", "preset", "iters", "seed", "units", "width", "status", "params",
                   "macs", "test_acc_%", "seconds", "images_per_s", "created"]
 
@@ -62,6 +66,8 @@ class Service:
         self.store = RunStore(runs_dir)
         self.manager = RunManager(self.store, concurrency=concurrency)
         self.sweeps: dict[str, dict] = {}
+        self._start_lock = threading.Lock()
+        self._last_start: tuple[str, float, tuple[str, list[str]]] | None = None
 
     @property
     def concurrency(self) -> int:
@@ -69,13 +75,31 @@ class Service:
 
     def start(self, models: list[str], dataset: str, preset_name: str, data_root: str, device: str = "auto",
               iters: int | None = None, units: int | None = None, width: int = 32, seed: int = 0,
-              precision: str = "fp32") -> tuple[str, list[str]]:
-        """Queue one run per model as one batch; returns (batch id, run ids). Bad settings raise ValueError
-        or TrainingError before anything is queued."""
+              precision: str = "fp32", seeds: int = 1, fuse: str = "auto") -> tuple[str, list[str]]:
+        """Queue one run per model and seed (seed, seed+1, ...) as one batch; returns (batch id, run ids). The
+        same request again within START_DEDUP seconds (a double-click) returns the first batch instead of a
+        second one. Bad settings raise ValueError or TrainingError before anything is queued."""
         from mscompare.train import resolve_device
 
         if not models:
             raise ValueError("choose at least one model")
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise ValueError(f"seeds must be 1-{MAX_SEEDS}, got {seeds}")
+        request = json.dumps([models, dataset, preset_name, data_root, device, iters, units, width, seed, precision,
+                              seeds, fuse])
+        with self._start_lock:
+            last = self._last_start
+            if last and last[0] == request and time.time() - last[1] < START_DEDUP:
+                return last[2]
+            result = self._start(models, dataset, preset_name, data_root, device, iters, units, width, seed,
+                                 precision, seeds, fuse)
+            self._last_start = (request, time.time(), result)
+            return result
+
+    def _start(self, models, dataset, preset_name, data_root, device, iters, units, width, seed, precision, seeds,
+               fuse) -> tuple[str, list[str]]:
+        from mscompare.train import resolve_device
+
         resolve_device(device)
         tcfg = preset(preset_name, dataset, iters=iters, device=device, seed=seed, data_root=data_root,
                       precision=precision)
@@ -87,7 +111,8 @@ class Service:
             shape = {"in_channels": d.shape[0], "input_size": d.shape[1], "num_classes": len(d.classes)}
         cfgs = [config_for(m, dataset, units=units, width=width, **shape) for m in models]
         batch = new_batch_id()
-        return batch, self.manager.submit_many([(c, tcfg) for c in cfgs], tag="app", batch=batch)
+        runs = [(c, dataclasses.replace(tcfg, seed=seed + k)) for c in cfgs for k in range(seeds)]
+        return batch, self.manager.submit_many(runs, tag="app", batch=batch, fuse=fuse)
 
     def cancel(self, rid: str) -> None:
         self.manager.cancel(rid)
@@ -158,16 +183,41 @@ class Service:
         return ev
 
     def frontier_points(self):
-        """Every finished run, one point per configuration (accuracy averaged over seeds), for the frontier."""
+        """Every finished run, one point per configuration of the full protocol (mean and std over seeds)."""
         from mscompare.frontier import mean_over_seeds
 
-        runs = self.store.list(status="done")
-        if not runs:
-            return pd.DataFrame()
-        df = pd.DataFrame(runs)
-        df["expand"] = [json.loads(c).get("expand", 1) for c in df["model_config"]]
-        return mean_over_seeds(df[["model", "dataset", "width", "units", "expand", "params", "macs", "test_acc",
-                                   "model_config"]])
+        return mean_over_seeds(self.store.list(status="done"))
+
+    def groups(self, ids: list[str] | None = None, **where) -> pd.DataFrame:
+        """The finished runs among `ids` (or matching `where`) grouped by configuration (groups.group)."""
+        from mscompare.groups import group
+
+        return group(self.store.list(ids=ids, **where))
+
+    def against(self, grouped: pd.DataFrame, reference: str) -> pd.DataFrame:
+        """Each configuration's paired difference from the `reference` label: delta, CI and verdict."""
+        from mscompare.groups import against_reference
+
+        return against_reference(self.store, grouped, reference)
+
+    def compare(self, a_ids: list[str], b_ids: list[str]) -> dict:
+        from mscompare.groups import compare
+
+        return compare(self.store, a_ids, b_ids)
+
+    def band_curves(self, grouped: pd.DataFrame) -> pd.DataFrame:
+        """Each configuration's curves as mean and min-max over its seeds."""
+        from mscompare.charts import band_curves
+
+        label = {rid: g.label for g in grouped.itertuples() for rid in g.runs}
+        curves = pd.DataFrame(self.store.curves(list(label)), columns=["run_id", "iter", "test_acc", "loss"])
+        return band_curves(curves, label)
+
+    def report(self, ids: list[str], reference: str | None = None) -> str:
+        """The self-contained HTML report of these runs (mscompare.report)."""
+        from mscompare.report import build
+
+        return build(self.store, ids, reference)
 
     def batches(self) -> list[dict]:
         return self.store.batches(tag="app")

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from mscompare.config import DATASETS, PRESETS
-from mscompare.frontier import frontier_chart
+from mscompare.frontier import frontier_chart, protocol_label, protocols
 from mscompare.models import list_units
 from mscompare.service import find_datasets, no_data_help
 from ui import latencies, page_setup, plain, service
@@ -67,10 +67,19 @@ cost = c1.radio("Cost", ["params", "macs", "latency_ms"], horizontal=True,
                 help="Latency: batch-1 inference, one thread, measured on this machine when first shown.")
 ds = c2.multiselect("Datasets", sorted(pts["dataset"].unique()), default=sorted(pts["dataset"].unique())[:1])
 shown = pts[pts["dataset"].isin(ds)] if ds else pts
+choices = protocols(shown)
+proto = st.selectbox("Protocol", choices, help="Points average the seeds of one configuration and one protocol "
+                     "only; runs of other presets, iteration counts, precisions or devices are never averaged in.")
+shown = shown[shown.apply(protocol_label, axis=1) == proto]
 if cost == "latency_ms":
     shown = latencies(shown)
-fig = frontier_chart(shown, cost, f"Test accuracy vs {cost} (mean over seeds; dotted: Pareto frontier)")
+fig = frontier_chart(shown, cost, f"Test accuracy vs {cost} ({proto}; mean ± std over seeds; dotted: Pareto "
+                                  "frontier; open diamonds: within the seed spread of it)")
 st.plotly_chart(fig)
-st.download_button("Export the chart (HTML)", fig.to_html(include_plotlyjs="cdn"), f"frontier-{cost}.html",
+c1, c2, c3 = st.columns(3)
+c1.download_button("Export the chart (HTML)", fig.to_html(include_plotlyjs=True), f"frontier-{cost}.html",
                    "text/html")
-st.download_button("Export the points (CSV)", shown.to_csv(index=False), "frontier.csv", "text/csv")
+c2.download_button("Export the points (CSV)", shown.drop(columns=["model_config"]).to_csv(index=False),
+                   "frontier.csv", "text/csv")
+c3.download_button("Download report (HTML)", lambda: svc.report([r for g in shown["runs"] for r in g]),
+                   "sweep-report.html", "text/html")

@@ -3,9 +3,10 @@ import streamlit as st
 
 from mscompare.config import PRESETS, paper_units
 from mscompare.models import list_units
-from mscompare.service import data_roots, find_datasets, no_data_help
+from mscompare.service import DEFAULT_SEEDS, MAX_SEEDS, data_roots, find_datasets, no_data_help
 from mscompare.train import available_devices
-from ui import accuracy_chart, page_setup, plain, service, yield_to_training
+from ui import (GROUPED_COLUMNS, band_chart, grouped_table, page_setup, plain, reference_deltas, service,
+                yield_to_training)
 
 page_setup("pages/train.py")
 yield_to_training()
@@ -18,38 +19,47 @@ if not found:
 st.sidebar.number_input("Runs side by side", 1, 8, svc.concurrency, key="concurrency",
                         on_change=lambda: svc.manager.set_concurrency(st.session_state["concurrency"]),
                         help="Queued runs train this many at a time, each with its share of the CPU cores.")
-with st.form("start"):
-    models = st.multiselect("Models", list_units(), default=list_units())
-    c1, c2, c3, c4 = st.columns(4)
-    dataset = c1.selectbox("Dataset", list(found), help="Datasets found under " +
-                           ", ".join(str(r) for r in data_roots()) + ". To add one, put a folder there with "
-                           "train.npz + test.npz, or train/<class>/ and test/<class>/ images, and reload.")
-    preset_name = c2.selectbox("Preset", list(PRESETS), index=list(PRESETS).index("quick"),
-                               help="paper: batch 128, 5,000 iterations (MNIST/CIFAR-10), test every 100; "
-                                    "quick: 300 iterations; modern: the paper's budget with SGD one-cycle")
-    iters = c3.number_input("Iterations (0 = preset's)", 0, 100000, 0, step=100)
-    device = c4.selectbox("Device", available_devices())
-    c6, c7, c8 = st.columns([2, 2, 1])
-    units = c6.slider("Units (0 = paper's)", 0, 4, 0, key="train_units",
-                      help="0 uses the paper's count: 2 on MNIST, 3 on CIFAR-10 and SVHN; GoogLeNet 2 on all.")
-    width = c7.slider("Width", 8, 128, 32, step=8)
-    precision = c8.selectbox("Precision", ["fp32", "bf16", "auto"],
-                             help="bf16 autocast trains faster on CPUs with native bf16 (AVX512-BF16, AMX) and "
-                                  "on GPUs; auto times a few steps of each model both ways and takes bf16 only "
-                                  "where it is 20% faster. docs/RESULTS.md has the accuracy check.")
-    if dataset:
-        st.caption("Units per model: " + ", ".join(f"{m} {units or paper_units(m, dataset)}" for m in models))
-    if st.form_submit_button("Start training", type="primary", disabled=not found):
-        try:
-            batch, ids = svc.start(models, dataset, preset_name, found[dataset], device, iters or None,
-                                   units or None, width, precision=precision)
-            st.session_state["batch"] = batch
-            st.query_params["batch"] = batch
-            st.success(f"Queued {len(ids)} run{'s' if len(ids) != 1 else ''} as batch {batch}; "
-                       + ("they train" if len(ids) != 1 else "it trains")
-                       + f" in the background, {svc.concurrency} at a time.")
-        except Exception as e:  # noqa: BLE001 - bad settings are shown, not raised
-            st.error(f"Could not start: {plain(e)}")
+# Plain widgets, not a form: the unit counts and the run count below follow every change before Start.
+models = st.multiselect("Models", list_units(), default=list_units())
+c1, c2, c3, c4 = st.columns(4)
+dataset = c1.selectbox("Dataset", list(found), help="Datasets found under " +
+                       ", ".join(str(r) for r in data_roots()) + ". To add one, put a folder there with "
+                       "train.npz + test.npz, or train/<class>/ and test/<class>/ images, and reload.")
+preset_name = c2.selectbox("Preset", list(PRESETS), index=list(PRESETS).index("quick"),
+                           help="paper: batch 128, 5,000 iterations (MNIST/CIFAR-10), test every 100; "
+                                "quick: 300 iterations; modern: the paper's budget with SGD one-cycle")
+iters = c3.number_input("Iterations (0 = preset's)", 0, 100000, 0, step=100)
+device = c4.selectbox("Device", available_devices())
+c6, c7, c8, c9 = st.columns([2, 2, 1, 1])
+units = c6.slider("Units (0 = paper's)", 0, 4, 0, key="train_units",
+                  help="0 uses the paper's count: 2 on MNIST, 3 on CIFAR-10 and SVHN; GoogLeNet 2 on all.")
+width = c7.slider("Width", 8, 128, 32, step=8)
+precision = c8.selectbox("Precision", ["fp32", "bf16", "auto"],
+                         help="bf16 autocast trains faster on CPUs with native bf16 (AVX512-BF16, AMX) and "
+                              "on GPUs; auto times a few steps of each model both ways and takes bf16 only "
+                              "where it is 20% faster. docs/RESULTS.md has the accuracy check.")
+seeds = c9.number_input("Seeds", 1, MAX_SEEDS, DEFAULT_SEEDS,
+                        help="Seeds 0, 1, ... of every model. With one seed the seed-to-seed spread is unknown "
+                             "and no difference between models can be called real; 3 is the fewest that gives "
+                             "a spread (README).")
+fuse = st.sidebar.selectbox("Fuse seeds", ["auto", "on", "off"],
+                            help="Seeds of one model train as one fused computation: auto where a few timed steps "
+                                 "say it is faster on this machine, on, or off (for A/B).")
+if dataset:
+    st.caption("Units per model: " + ", ".join(f"{m} {units or paper_units(m, dataset)}" for m in models))
+n_runs = len(models) * seeds
+label = f"Start {n_runs} run{'s' if n_runs != 1 else ''} ({len(models)} model{'s' if len(models) != 1 else ''} × {seeds} seed{'s' if seeds != 1 else ''})"
+if st.button(label, type="primary", disabled=not found or not models):
+    try:
+        batch, ids = svc.start(models, dataset, preset_name, found[dataset], device, iters or None,
+                               units or None, width, precision=precision, seeds=seeds, fuse=fuse)
+        st.session_state["batch"] = batch
+        st.query_params["batch"] = batch
+        st.success(f"Queued {len(ids)} run{'s' if len(ids) != 1 else ''} as batch {batch}; "
+                   + ("they train" if len(ids) != 1 else "it trains")
+                   + f" in the background, {svc.concurrency} at a time.")
+    except Exception as e:  # noqa: BLE001 - bad settings are shown, not raised
+        st.error(f"Could not start: {plain(e)}")
 
 batches = svc.batches()
 if not batches:
@@ -103,15 +113,35 @@ COLUMNS = {"run_id": ("run", 158), "model": ("model", 80), "dataset": ("data", 5
 
 
 def results(batch: str):
-    """The curves and the results table: refreshed every 10 s while the batch trains (a chart redraw costs
-    the browser far more than a progress bar), once more when it ends."""
+    """Curves and results by configuration, with the paired test against a reference: refreshed every 10 s while
+    the batch trains (a chart redraw costs the browser far more than a progress bar), once more when it ends."""
     runs = svc.runs(batch=batch)
-    st.plotly_chart(accuracy_chart(svc.curves(runs["id"].tolist()), f"Batch {batch}"), key="live_chart")
-    table = svc.results(runs)
-    st.subheader("Results (like the paper's Tables 3-6)")
-    st.dataframe(table, hide_index=True, column_order=list(COLUMNS),
-                 column_config={c: st.column_config.Column(label, width=px) for c, (label, px) in COLUMNS.items()})
-    st.download_button("Download results CSV", table.to_csv(index=False), f"results-{batch}.csv", "text/csv")
+    grouped = svc.groups(batch=batch)
+    if not grouped.empty:
+        st.plotly_chart(band_chart(svc.band_curves(grouped), f"Batch {batch}"), key="live_chart")
+    st.subheader("Results by configuration (seeds are repeats)")
+    if grouped.empty:
+        st.info("No run of this batch has finished yet.")
+    else:
+        labels = grouped["label"].tolist()
+        default = next((i for i, m in enumerate(grouped["model"]) if m == "mobilenet"), 0)
+        reference = st.selectbox("Reference", labels, index=default, key="reference",
+                                 help="Every other configuration is compared with it on the same test images.")
+        deltas = reference_deltas(tuple(tuple(r) for r in grouped["runs"]), reference)
+        table = grouped_table(grouped, deltas)
+        st.dataframe(table, hide_index=True, column_config=GROUPED_COLUMNS)
+        for sentence in deltas["sentence"]:
+            st.markdown("- " + plain(sentence))
+        c1, c2 = st.columns(2)
+        c1.download_button("Download grouped CSV", table.to_csv(index=False), f"results-{batch}-grouped.csv",
+                           "text/csv")
+        c2.download_button("Download report (HTML)", lambda: svc.report(runs["id"].tolist(), reference),
+                           f"report-{batch}.html", "text/html")
+    with st.expander(f"Single runs ({len(runs)})"):
+        table = svc.results(runs)
+        st.dataframe(table, hide_index=True, column_order=list(COLUMNS),
+                     column_config={c: st.column_config.Column(lbl, width=px) for c, (lbl, px) in COLUMNS.items()})
+        st.download_button("Download results CSV", table.to_csv(index=False), f"results-{batch}.csv", "text/csv")
 
 
 polling = bool(svc.runs(batch=picked)["status"].isin(["queued", "running"]).any())

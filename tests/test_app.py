@@ -70,26 +70,44 @@ def test_corrupt_upload_is_an_error_message(app_env, content):
     assert at.error and "Can't use this file" in at.error[0].value
 
 
-def test_train_page_runs_in_background_and_shows_results(app_env):
+def widget(at, kind: str, label: str):
+    return next(w for w in at.get(kind) if w.label == label)
+
+
+def test_train_page_runs_seeds_in_background_and_shows_grouped_results(app_env):
     at = app("pages/train.py")
-    at.number_input[0].set_value(20)
+    widget(at, "number_input", "Iterations (0 = preset's)").set_value(20)
     at.multiselect[0].set_value(["mobilenet", "ms_add"])
-    next(s for s in at.selectbox if s.label == "Precision").set_value("bf16")
-    at.button[0].click().run()
+    widget(at, "selectbox", "Precision").set_value("bf16")
+    widget(at, "number_input", "Seeds").set_value(2).run()
+    start = at.button[0]
+    assert start.label == "Start 4 runs (2 models × 2 seeds)"  # the count follows the inputs before Start
+    start.click().run()
     assert not at.exception and at.success, [e.value for e in at.error]
     from ui import service
 
     svc = service()
-    assert svc.manager.wait(timeout=180)
-    done = svc.runs(tag="app")
-    assert set(done.head(2)["status"]) == {"done"}
-    assert {json.loads(svc.store.get(r)["env"])["precision"] for r in done.head(2)["id"]} == {"bf16"}
+    at.button[0].click().run()  # a double-click: the same batch, not a second one
+    assert svc.manager.wait(timeout=240)
+    batch = at.session_state["batch"]
+    done = svc.runs(batch=batch)
+    assert len(done) == 4 and set(done["status"]) == {"done"} and sorted(done["seed"]) == [0, 0, 1, 1]
+    assert {json.loads(svc.store.get(r)["env"])["precision"] for r in done["id"]} == {"bf16"}
     at.run()
     assert not at.exception
-    batch = next(s for s in at.selectbox if s.label == "Batch")
-    assert "(quick, bf16)" in batch.format_func(batch.value)
-    results = [d.value for d in at.dataframe][-1]
-    assert set(results["model"]) == {"mobilenet", "ms_add"} and results["test_acc_%"].notna().all()
+    picker = next(s for s in at.selectbox if s.label == "Batch")
+    assert "(quick, bf16)" in picker.format_func(picker.value)
+    grouped = at.dataframe[0].value
+    assert len(grouped) == 2 and set(grouped["n"]) == {2}
+    assert set(grouped["Δ vs reference"]) - {"reference"} and grouped["accuracy"].str.contains("±").all()
+    ref = widget(at, "selectbox", "Reference")
+    assert ref.value.startswith("mobilenet")
+    verdicts = [m.value for m in at.markdown if m.value.startswith("- ")]
+    assert len(verdicts) == 1 and ("not distinguishable" in verdicts[0] or "is better than" in verdicts[0])
+    ref.set_value(next(o for o in ref.options if o.startswith("ms_add"))).run()
+    assert not at.exception
+    by_config = at.dataframe[0].value.set_index("configuration")["Δ vs reference"]
+    assert by_config[ref.value] == "reference" and by_config.drop(ref.value).str.contains(r"\[").all()
 
 
 def test_sweep_page_runs_a_grid_and_draws_the_frontier(app_env):
@@ -140,3 +158,26 @@ def test_runs_page_shows_a_confusion_matrix_and_misclassified_images(app_env):
     charts = [str(c.proto.spec) for c in at.get("plotly_chart")]
     assert any("Heatmap" in c or "heatmap" in c for c in charts)
     assert any("Accuracy per class" in c for c in charts)
+
+
+def test_runs_page_compares_two_configurations_and_shows_reliability(app_env):
+    from ui import service
+
+    svc = service()
+    batch, ids = svc.start(["mobilenet", "alexnet"], "mnist", "quick", str(app_env / "data"), iters=20, width=8,
+                           seeds=2, seed=100)
+    assert svc.manager.wait(timeout=240)
+    at = app("pages/runs.py")
+    at.multiselect[1].set_value(["alexnet", "mobilenet"]).run()  # the Model filter
+    assert not at.exception
+    a, b = widget(at, "selectbox", "A"), widget(at, "selectbox", "B")
+    mob = next(o for o in a.options if o.startswith("mobilenet") and "20 it" in o and "w8" in o)
+    alex = next(o for o in b.options if o.startswith("alexnet") and "20 it" in o and "w8" in o)
+    a.set_value(mob).run()
+    widget(at, "selectbox", "B").set_value(alex).run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    verdict = next(m.value for m in at.markdown if "distinguishable" in m.value or "is better than" in m.value)
+    assert "mobilenet" in verdict and "alexnet" in verdict
+    assert any("McNemar" in c.value for c in at.caption)
+    charts = [str(c.proto.spec) for c in at.get("plotly_chart")]
+    assert any("Reliability" in c and "ECE" in c for c in charts)

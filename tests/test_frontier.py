@@ -2,6 +2,7 @@
 import json
 
 import pandas as pd
+import pytest
 
 from mscompare.frontier import frontier_chart, mean_over_seeds, pareto, with_latency
 from mscompare.models import ModelConfig
@@ -43,3 +44,31 @@ def test_latency_axis_measures_each_configuration_once_on_this_machine():
     assert (lat > 0).all() and lat["alexnet"] > lat["mobilenet"]  # 64 wide standard convs vs 8 wide separable
     fig = frontier_chart(out, "latency_ms", "t")
     assert fig.layout.xaxis.title.text == "batch-1 latency (ms)"
+
+
+def test_runs_of_two_protocols_are_never_averaged(tmp_path):
+    """A 300- and a 60-iteration run of one model are two points, and the better one stays on the frontier."""
+    from mscompare.config import config_for, preset
+    from mscompare.runs import RunStore
+
+    store = RunStore(tmp_path)
+    for iters, acc in ((300, 0.98), (300, 0.97), (60, 0.80)):
+        rid = store.create(config_for("mobilenet", "mnist", width=8), preset("quick", "mnist", iters=iters))
+        store.update(rid, status="done", test_acc=acc, params=100, macs=10, env={"device": "cpu"})
+    pts = mean_over_seeds(store.list(status="done"))
+    assert sorted(zip(pts["iters"], pts["seeds"])) == [(60, 1), (300, 2)]
+    assert pts.set_index("iters").loc[300, "test_acc"] == pytest.approx(0.975)
+    fig = frontier_chart(pts, "params", "t")
+    ys = sorted(y for t in fig.data if t.mode == "markers" for y in t.y)
+    assert ys == pytest.approx([0.80, 0.975])  # two points, not one mean of 0.917
+
+
+def test_points_within_the_seed_spread_of_the_frontier_are_marked():
+    from mscompare.frontier import mark
+
+    pts = pd.DataFrame({"model": ["a", "b", "c"], "dataset": "mnist", "params": [10, 20, 30],
+                        "test_acc": [0.90, 0.80, 0.895], "acc_std": [0.01, 0.002, 0.01], "seeds": [3, 3, 3]})
+    places = mark(pts, "params").set_index("model")["place"]
+    assert places.to_dict() == {"a": "frontier", "b": "below", "c": "within spread"}
+    one_seed = mark(pts.assign(seeds=[3, 3, 1]), "params").set_index("model")["place"]
+    assert one_seed["c"] == "spread unknown"
