@@ -43,11 +43,11 @@ def yield_to_training() -> None:
     so that the runs keep their cores beside a busy browser (issue 15, bench/shared_machine.py). Only this script thread
     is lowered; Streamlit starts a new one for every rerun, and runs are never started from a page that calls
     this (workers and their slot threads come from the Service, created before the first call)."""
-    import os
-
     from mscompare.threads import PAGE_NICE, lower_thread_priority, training_processes
 
-    nice = int(os.environ.get("MSCOMPARE_PAGE_NICE", PAGE_NICE))
+    from mscompare.settings import page_nice
+
+    nice = page_nice(PAGE_NICE)
     if nice > 0 and (service().training() or training_processes()):
         lower_thread_priority(nice)
 

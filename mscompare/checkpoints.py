@@ -12,7 +12,9 @@ from safetensors.torch import load as load_bytes, save_file
 from mscompare.config import ModelConfig
 from mscompare.models import build_model
 
-SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
+from mscompare.settings import shipped_dir
+
+SHIPPED = shipped_dir()
 
 
 class CheckpointError(RuntimeError):

@@ -374,7 +374,7 @@ def build_parser() -> ArgParser:
     which = pr.add_mutually_exclusive_group(required=True)
     which.add_argument("--set", choices=["mnist", "cifar10"], help="a shipped checkpoint set")
     which.add_argument("--run", action="append", metavar="ID", help="a finished run's checkpoint (repeat for more)")
-    pr.add_argument("--runs-dir", default="runs", help="the run store that --run reads")
+    pr.add_argument("--runs-dir", default=None, help="the run store that --run reads")
     pr.add_argument("--cam", metavar="DIR", help="write a class-activation map PNG per image and model to DIR")
     pr.add_argument("--invert", choices=["auto", "yes", "no"], default="auto")
     pr.add_argument("--json", action="store_true")
@@ -407,10 +407,24 @@ def build_parser() -> ArgParser:
         s.add_argument("--workers", type=_positive, help="trials at a time (default: the measured best for the cores)")
         s.add_argument("--ray-address", default="auto", help="auto starts or joins a local Ray; HOST:PORT joins a cluster")
     for s in (t, r, rp, sw, c, rep):
-        s.add_argument("--runs-dir", default="runs")
+        s.add_argument("--runs-dir", default=None,
+                       help="the run store's folder (default: $MSCOMPARE_RUNS_DIR, else ~/.local/share/mscompare/runs)")
     for s in (t, rp, sw):
-        s.add_argument("--data-root", default="data")
+        s.add_argument("--data-root", default=None,
+                       help="the folder that holds the dataset folders (default: the data root of "
+                            "$MSCOMPARE_DATA_ROOT that has the dataset, else ~/.local/share/mscompare/data)")
     return p
+
+
+def _defaults(a) -> None:
+    """The run store and data root of settings, where the command line gives none (never the working directory)."""
+    from mscompare import settings
+
+    if hasattr(a, "runs_dir") and a.runs_dir is None:
+        a.runs_dir = str(settings.runs_dir())
+    if hasattr(a, "data_root") and a.data_root is None:
+        names = [a.dataset] if hasattr(a, "dataset") and isinstance(a.dataset, str) else getattr(a, "datasets", [])
+        a.data_root = str(settings.data_root_for(names[0]) if names else settings.data_roots()[0])
 
 
 def _stop_on_signals() -> None:
@@ -433,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     from mscompare.train import TrainingError
 
     a = build_parser().parse_args(argv)
+    _defaults(a)
     try:
         configure_process(policy(getattr(a, "threads", None) or 0))
         if a.cmd in ("train", "reproduce", "sweep") and threading.current_thread() is threading.main_thread():
@@ -452,3 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished runs are kept in the run store", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`mscompare runs | head`): stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -400,8 +400,7 @@ class RunManager:
             self.store.update(rid, status="running", started=time.time())
         errlog = tempfile.TemporaryFile("w+")  # a file, so a chatty worker can't fill a pipe and block
         proc = subprocess.Popen([sys.executable, "-m", "mscompare.worker"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=errlog, text=True, env=worker_env(pol),
-                                cwd=str(Path(__file__).resolve().parent.parent))
+                                stdout=subprocess.PIPE, stderr=errlog, text=True, env=worker_env(pol))
         with self._lock:
             for rid in rids:
                 self._procs[rid] = proc

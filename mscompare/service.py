@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import threading
 import time
 import uuid
@@ -12,22 +11,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from mscompare import settings
 from mscompare.config import DATASETS, config_for, preset
+from mscompare.settings import data_roots
 from mscompare.jobs import RunManager
 from mscompare.runs import ACTIVE, RunStore, new_batch_id
 
-REPO = Path(__file__).resolve().parent.parent
 MAX_SEEDS = 10
 DEFAULT_SEEDS = 3  # the fewest seeds that give a seed spread to compare against (README: Seeds)
 START_DEDUP = 5.0  # seconds in which the same Start request again is taken for a double-click
 RESULT_COLUMNS = ["run_id", "model", "dataset", "preset", "iters", "seed", "units", "width", "status", "params",
                   "macs", "test_acc_%", "seconds", "images_per_s", "created"]
-
-
-def data_roots() -> list[Path]:
-    """The configured data roots: $MSCOMPARE_DATA_ROOT (several separated by ':'), else ./data."""
-    spec = os.environ.get("MSCOMPARE_DATA_ROOT") or str(REPO / "data")
-    return [Path(p).expanduser() for p in spec.split(os.pathsep) if p]
 
 
 def find_datasets(roots: list[Path] | None = None) -> dict[str, str]:
@@ -62,8 +56,7 @@ class Service:
     """One per app process: trainings outlive browser tabs because they live here, not in a session."""
 
     def __init__(self, runs_dir: str | Path | None = None, concurrency: int = 0):
-        runs_dir = runs_dir or os.environ.get("MSCOMPARE_RUNS_DIR", str(REPO / "runs"))
-        self.store = RunStore(runs_dir)
+        self.store = RunStore(runs_dir or settings.runs_dir())
         self.manager = RunManager(self.store, concurrency=concurrency)
         self.sweeps: dict[str, dict] = {}
         self._start_lock = threading.Lock()
@@ -79,8 +72,6 @@ class Service:
         """Queue one run per model and seed (seed, seed+1, ...) as one batch; returns (batch id, run ids). The
         same request again within START_DEDUP seconds (a double-click) returns the first batch instead of a
         second one. Bad settings raise ValueError or TrainingError before anything is queued."""
-        from mscompare.train import resolve_device
-
         if not models:
             raise ValueError("choose at least one model")
         if not 1 <= seeds <= MAX_SEEDS:
@@ -139,7 +130,7 @@ class Service:
         def work():
             try:
                 state["summary"] = run_trials(self.store, trials, tag=sid, executor=executor, workers=workers,
-                                              ray_address=os.environ.get("MSCOMPARE_RAY_ADDRESS", "auto"),
+                                              ray_address=settings.ray_address(),
                                               on_result=state["results"].append, should_stop=state["stop"].is_set)
             except KeyboardInterrupt:
                 state["error"] = "cancelled"

@@ -254,10 +254,9 @@ def _run_ray(store, todo, tag, workers, ckdir, address, should_stop, ended):
     import ray
 
     from mscompare.jobs import failure_message
-    from mscompare.service import REPO
 
     if not ray.is_initialized():
-        env = {"env_vars": {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}}
+        env = {"env_vars": {"OMP_NUM_THREADS": "1"}}  # workers import the installed package (pip install -e .)
         if address == "auto":
             try:
                 ray.init(address="auto", runtime_env=env, log_to_driver=False)

@@ -1,13 +1,11 @@
 """Shared fixtures: small real-format datasets written to tmp dirs, so no test needs ../shared or a network."""
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def digits_npz(root: Path, name: str = "tinydigits", n_train: int = 600, n_test: int = 200, size: int = 28,
@@ -25,6 +23,12 @@ def digits_npz(root: Path, name: str = "tinydigits", n_train: int = 600, n_test:
         np.savez_compressed(d / f"{split}.npz", x=x, y=y.astype(np.int64))
     (d / "classes.txt").write_text("tl\ntr\nbl\nbr\n")
     return d
+
+
+@pytest.fixture(autouse=True)
+def own_home(tmp_path, monkeypatch):
+    """Each test's default run store and data root (settings.home()) are its own, never the user's."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
 
 
 @pytest.fixture

@@ -135,3 +135,26 @@ def test_train_seeds_compare_report_and_delete_from_the_cli(tiny_npz, tmp_path, 
     assert not path_for(runs, ids["alexnet"][0]).exists() and store.get(ids["alexnet"][0]) is None
     assert main(["compare", "--a", ids["alexnet"][0], "--b", ids["mobilenet"][0], "--runs-dir", runs]) == 1
     assert "no run" in capsys.readouterr().err
+
+
+def test_a_run_trained_anywhere_is_in_the_one_default_store(tiny_npz, tmp_path, monkeypatch):
+    """No --runs-dir: `train` from one folder and `runs list` from another see the same store."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    env.pop("MSCOMPARE_RUNS_DIR", None)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    train = subprocess.run([sys.executable, "-m", "mscompare", "train", "--model", "mobilenet", "--dataset",
+                            "tinydigits", "--data-root", str(tiny_npz), "--width", "8", "--iters", "5", "--json",
+                            "--batch-size", "32", "--device", "cpu"], cwd=tmp_path / "a", env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr
+    rid = json.loads(train.stdout.splitlines()[-1])["run_id"]
+    listed = subprocess.run([sys.executable, "-m", "mscompare", "runs", "list"], cwd=tmp_path / "b", env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert rid in listed.stdout
+    assert (tmp_path / "xdg" / "mscompare" / "runs" / "runs.sqlite").is_file()
+    assert not (tmp_path / "a" / "runs").exists()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, digits_npz
+from conftest import digits_npz
 from mscompare import jobs
 from mscompare.config import TrainConfig
 from mscompare.jobs import RunManager, execute
@@ -213,7 +213,7 @@ def test_an_old_store_gains_the_new_columns_and_many_processes_can_open_it_at_on
                       "INSERT INTO runs (id, status, model) VALUES ('old-run', 'done', 'alexnet');")
     old.commit()
     old.close()
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from mscompare.runs import RunStore; RunStore({str(tmp_path)!r})"
+    code = f"from mscompare.runs import RunStore; RunStore({str(tmp_path)!r})"
     procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(4)]
     assert [p.wait(timeout=60) for p in procs] == [0] * 4, [p.stderr.read() for p in procs]
     row = RunStore(tmp_path).get("old-run")

@@ -1,14 +1,10 @@
 """Print the numbers in docs/ARCHITECTURE.md from the code: per-unit params and ratios, the readings we rejected."""
-import sys
-from pathlib import Path
-
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from mscompare.config import config_for  # noqa: E402
-from mscompare.models import ConvBN, ModelConfig, count_params, list_units, unit_params  # noqa: E402
-from mscompare.profile import compare  # noqa: E402
+from mscompare.config import config_for
+from mscompare.models import ConvBN, ModelConfig, count_params, list_units, unit_params
+from mscompare.profile import compare
 
 
 class Inception3a(nn.Module):

@@ -16,10 +16,9 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mscompare.runs import RunStore  # noqa: E402
-from mscompare.sweep import Trial, finished_runs, grid, run_trials  # noqa: E402
+from mscompare import settings
+from mscompare.runs import RunStore
+from mscompare.sweep import Trial, finished_runs, grid, run_trials
 
 TAG = "bf16-check"
 PRECISIONS = ("fp32", "bf16")
@@ -74,8 +73,8 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--iters", type=int)
-    ap.add_argument("--data-root", default="data")
-    ap.add_argument("--runs-dir", default="runs")
+    ap.add_argument("--data-root", default=str(settings.data_roots()[0]))
+    ap.add_argument("--runs-dir", default=str(settings.runs_dir()))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--out", default="docs/results/bf16-check.md")

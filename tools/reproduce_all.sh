@@ -10,9 +10,9 @@ PY=${PY:-python}
 for d in mnist cifar10; do
   (
     "$PY" -m mscompare reproduce --dataset "$d" --data-root "$DATA" --seeds "$SEEDS" --threads 1 \
-      --runs-dir runs --out docs/results --ship
+      --out docs/results --ship
     "$PY" -m mscompare reproduce --dataset "$d" --preset modern --data-root "$DATA" --seeds "$SEEDS" --threads 1 \
-      --runs-dir runs --out docs/results
+      --out docs/results
   ) &
 done
 wait

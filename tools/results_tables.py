@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from mscompare.profile import compare  # noqa: E402
-from mscompare.reproduce import PAPER_NOTES, table, tag_for  # noqa: E402
-from mscompare.runs import RunStore  # noqa: E402
+from mscompare import settings
+from mscompare.profile import compare
+from mscompare.reproduce import PAPER_NOTES, table, tag_for
+from mscompare.runs import RunStore
 
 
 def acc(r) -> str:
@@ -79,8 +79,6 @@ def pm(s: pd.Series) -> str:
 
 
 def experiments() -> None:
-    from mscompare.frontier import frontier_chart, mean_over_seeds, pareto
-
     load = lambda n: pd.read_csv(RUNS_CSV / f"{n}.csv") if (RUNS_CSV / f"{n}.csv").exists() else pd.DataFrame()
     exp = load("cifar10-expansion")
     if not exp.empty:
@@ -153,7 +151,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd")
     p = sub.add_parser("paper")
-    p.add_argument("--store", default="runs")
+    p.add_argument("--store", default=str(settings.runs_dir()))
     e = sub.add_parser("export")
     e.add_argument("--store", required=True)
     e.add_argument("--name", required=True)
@@ -168,7 +166,7 @@ def main() -> None:
     elif a.cmd == "experiments":
         experiments()
     else:
-        paper(RunStore(getattr(a, "store", "runs")))
+        paper(RunStore(getattr(a, "store", settings.runs_dir())))
 
 
 if __name__ == "__main__":
