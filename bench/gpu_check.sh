@@ -16,4 +16,7 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
   echo "gpu_check: no CUDA GPU here (torch.cuda.is_available() is False); nothing to check."
   exit 0
 fi
-exec timeout 480 "$PY" bench/gpu_check.py "${args[@]}"
+timeout 360 "$PY" bench/gpu_check.py "${args[@]}"
+# Fused seeds against separate runs on the GPU (K = 1 and 8, MNIST shape): docs/bench-fused-gpu.txt.
+timeout 110 "$PY" bench/fused.py --device cuda --ks 1 8 --steps 20 --rounds 1 --datasets mnist \
+  --out docs/bench-fused-gpu.txt

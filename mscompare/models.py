@@ -70,7 +70,9 @@ _UNITS: dict[str, Callable[[ModelConfig], nn.Module]] = {}
 
 
 def register_unit(name: str):
-    """Register a unit builder `fn(cfg) -> nn.Module` under a stable name used by CLI, app and checkpoints."""
+    """Register a unit builder `fn(cfg) -> nn.Module` under a stable name used by CLI, app and checkpoints.
+    A unit that concatenates feature maps does it with cat_channels and a `runs` attribute, so that seeds of
+    it can train fused (mscompare.fused); tests/test_fused.py checks every registered unit."""
 
     def deco(fn):
         if name in _UNITS:

@@ -143,8 +143,8 @@ def _run_local(store, todo, tag, workers, ckdir, _address, should_stop, ended):
         for rid in pending:
             mgr.cancel(rid)
         mgr.wait(timeout=30)
-        for rid in pending:
-            if store.get(rid)["status"] in ACTIVE:
+        for rid in pending:  # stopped by the sweep, not by a user's cancel: interrupted, as documented
+            if store.get(rid)["status"] in (*ACTIVE, "cancelled"):
                 finish(store, rid, "interrupted", message="the sweep was stopped")
         raise
 

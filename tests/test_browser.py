@@ -92,19 +92,26 @@ def test_home_and_every_page(server, page):
         page.screenshot(path=SHOTS / f"{path}.png", full_page=True)
 
 
+def fill(page, label, value):
+    box = page.get_by_label(label)
+    box.fill(str(value))
+    box.press("Tab")
+    settle(page)
+
+
 def test_training_shows_live_curves_and_results(server, page):
     page.goto(f"{server}/train")
-    page.get_by_role("button", name="Start training").wait_for()
-    iters = page.get_by_label("Iterations (0 = preset's)")
-    iters.fill("10")
-    iters.press("Tab")
-    page.get_by_role("button", name="Start training").click()
+    page.get_by_role("button", name=START).wait_for()
+    settle(page)
+    fill(page, "Iterations (0 = preset's)", 10)
+    fill(page, "Seeds", 1)
+    page.get_by_role("button", name="Start 5 runs (5 models × 1 seed)").click()
     page.get_by_text("Queued 5 runs").wait_for()
     page.get_by_text("alexnet: running").wait_for()  # live status while training
     page.locator("[data-testid='stPlotlyChart']").first.wait_for()
     page.get_by_text("0 of 5 runs active").wait_for(timeout=600_000)
     assert page.get_by_text("5 done").count() == 1
-    page.get_by_role("button", name="Download results CSV").wait_for()
+    page.get_by_text("Results by configuration").wait_for()
     page.wait_for_timeout(2500)  # the next fragment refresh draws the finished curves
     no_exception(page)
     page.screenshot(path=SHOTS / "train-done.png")
@@ -122,6 +129,7 @@ def test_upload_shows_predictions(server, page):
     page.screenshot(path=SHOTS / "predict.png", full_page=True)
 
 
+START = re.compile(r"^Start \d+ runs? \(")
 RESULT_COLUMNS = ["run_id", "model", "dataset", "preset", "iters", "seed", "units", "width", "status", "params",
                   "macs", "test_acc_%", "seconds", "images_per_s", "created"]
 RUN_LINE = re.compile(r"^(alexnet|mobilenet|googlenet|ms_concat|ms_add): ")
@@ -133,10 +141,10 @@ def settle(page):
     page.get_by_test_id("stStatusWidget").wait_for(state="hidden")
 
 
-def start_batch(page, server, models, iters):
-    """Train page: keep only `models`, set the iterations, start; returns the batch id from the URL."""
+def start_batch(page, server, models, iters, seeds=1):
+    """Train page: keep only `models`, set the iterations and seeds, start; returns the batch id from the URL."""
     page.goto(f"{server}/train")
-    page.get_by_role("button", name="Start training").wait_for()
+    page.get_by_role("button", name=START).wait_for()
     settle(page)  # a deep link on a fresh server goes through app.py first and redraws the form
     chosen = page.get_by_test_id("stMultiSelect").first
     for m in ("alexnet", "mobilenet", "googlenet", "ms_concat", "ms_add"):
@@ -144,11 +152,11 @@ def start_batch(page, server, models, iters):
         if m not in models and remove.count():
             remove.click()
     assert chosen.locator("[data-tag] [title]").all_inner_texts() == models
-    box = page.get_by_label("Iterations (0 = preset's)")
-    box.fill(str(iters))
-    box.press("Tab")
-    page.get_by_role("button", name="Start training").click()
-    page.get_by_text(f"Queued {len(models)} run{'s' if len(models) != 1 else ''} as batch").wait_for()
+    fill(page, "Iterations (0 = preset's)", iters)
+    fill(page, "Seeds", seeds)
+    n = len(models) * seeds
+    page.get_by_role("button", name=START).click()
+    page.get_by_text(f"Queued {n} run{'s' if n != 1 else ''} as batch").wait_for()
     page.wait_for_url(re.compile(r"[?&]batch="))
     return re.search(r"[?&]batch=([^&#]+)", page.url)[1]
 
@@ -225,6 +233,7 @@ def test_batch_live_cancel_reload_and_csv(server, page, shot_on_failure):
     tall_shot(page, "train-cancelled.png")
 
     # the CSV: one row per run of this batch, the paper-table columns
+    page.get_by_text(re.compile(r"^Single runs \(2\)")).click()
     with page.expect_download() as dl:
         page.get_by_role("button", name="Download results CSV").click()
     assert dl.value.suggested_filename == f"results-{batch}.csv"
@@ -266,3 +275,31 @@ def test_runs_page_confusion_matrix_and_predict_cam(server, page):
     page.wait_for_function("[...document.images].every(i => i.complete)")  # every map drawn in the screenshot
     page.screenshot(path=str(SHOTS / "predict-cam.png"), full_page=True)
     no_exception(page)
+
+
+def test_seeds_grouped_verdict_and_report_at_two_widths(server, page, shot_on_failure, tmp_path):
+    """Two models x 2 seeds: one row per configuration with spread, a paired verdict, a report that opens offline."""
+    start_batch(page, server, ["mobilenet", "ms_add"], 30, seeds=2)
+    page.get_by_text("0 of 4 runs active").wait_for(timeout=600_000)
+    page.get_by_text("Results by configuration").wait_for()
+    grid = page.get_by_test_id("stDataFrame").first
+    grid.wait_for()
+    wait_until(page, lambda: page.get_by_text(re.compile(r"(not distinguishable|is better than)")).count() > 0,
+               "the paired verdict")
+    for width in (1400, 900):
+        page.set_viewport_size({"width": width, "height": 1000})
+        page.wait_for_timeout(800)
+        no_exception(page)
+        tall_shot(page, f"train-seeds-{width}.png")
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Download report (HTML)").click()
+    report = tmp_path / "report.html"
+    dl.value.save_as(report)
+    html = report.read_text()
+    assert "<script src" not in html and "Paired verdicts against" in html
+    page.goto(report.as_uri())  # a file, offline: plotly is inlined
+    page.get_by_role("heading", name="Configurations (accuracy over seeds)").wait_for()
+    page.locator(".js-plotly-plot .main-svg").first.wait_for()
+    assert page.locator("table.t tr").count() >= 3
+    page.screenshot(path=SHOTS / "report.png", full_page=True)

@@ -41,7 +41,7 @@ def test_latency_axis_measures_each_configuration_once_on_this_machine():
     out = with_latency(pts, measure)
     assert sorted(calls) == ["alexnet", "mobilenet"]  # the two seeds of mobilenet are one configuration
     lat = out.set_index("model")["latency_ms"]
-    assert (lat > 0).all() and lat["alexnet"] > lat["mobilenet"]  # 64 wide standard convs vs 8 wide separable
+    assert (lat > 0).all() and lat.notna().all()  # measured, never compared: speed has no place in a test
     fig = frontier_chart(out, "latency_ms", "t")
     assert fig.layout.xaxis.title.text == "batch-1 latency (ms)"
 
