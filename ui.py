@@ -73,8 +73,8 @@ def latencies(points: pd.DataFrame) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def compare_table(dataset: str, units: int | None, width: int) -> pd.DataFrame:
-    return compare(dataset, units, width)
+def compare_table(dataset: str, units: int | None, width: int, expand: int = 1) -> pd.DataFrame:
+    return compare(dataset, units, width, expand)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

@@ -28,12 +28,14 @@ def _positive(s: str) -> int:
 def cmd_info(a) -> int:
     from mscompare.profile import compare
 
-    df = compare(a.dataset, a.units, a.width)
+    df = compare(a.dataset, a.units, a.width, a.expand)
     if a.json:
         print(df.to_json(orient="records"))
     else:
-        cols = ["model", "units", "params", "unit_params", "macs", "unit_ratio", "params_ratio", "macs_ratio"]
-        print(f"{a.dataset}: width {a.width}; conv + linear MACs per image (fvcore; one multiply-add = 1)")
+        cols = ["model", "units", "expand", "params", "unit_params", "macs", "unit_ratio", "params_ratio",
+                "macs_ratio"]
+        print(f"{a.dataset}: width {a.width}, expansion N/C {a.expand} (multi-scale units); conv + linear MACs "
+              "per image (fvcore; one multiply-add = 1)")
         print(df[cols].to_string(index=False))
     return 0
 
@@ -326,6 +328,7 @@ def build_parser() -> ArgParser:
     i.add_argument("--dataset", choices=datasets, default="mnist")
     i.add_argument("--units", **units)
     i.add_argument("--width", type=_positive, default=32)
+    i.add_argument("--expand", type=_positive, default=1, help="N/C of the multi-scale units' 1x1 expansion")
     i.add_argument("--json", action="store_true")
 
     t = sub.add_parser("train", help="train one model")

@@ -231,6 +231,11 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def uses_expand(name: str) -> bool:
+    """Whether unit `name` has an expansion (its size changes with ModelConfig.expand): the multi-scale units."""
+    return unit_params(ModelConfig(model=name, width=8, expand=2)) != unit_params(ModelConfig(model=name, width=8))
+
+
 def unit_params(cfg: ModelConfig) -> int:
     """Parameters of one unit at the config's width (what the paper's Table 2 compares)."""
     return count_params(get_unit(cfg.model)(cfg))

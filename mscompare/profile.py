@@ -17,7 +17,7 @@ with warnings.catch_warnings():  # fvcore's import scripts a helper with the dep
     from fvcore.nn.jit_analysis import _IGNORED_OPS  # the ops fvcore skips without a warning (pinned version)
 
 from mscompare.config import config_for
-from mscompare.models import ModelConfig, build_model, count_params, list_units, unit_params
+from mscompare.models import ModelConfig, build_model, count_params, list_units, unit_params, uses_expand
 
 MAC_OPS = ("conv", "linear", "addmm", "matmul")  # what "MACs" means here: multiply-adds of conv and FC layers
 COUNTED = {"aten::_convolution", "aten::conv2d", "aten::linear", "aten::addmm", "aten::matmul", "aten::batch_norm"}
@@ -89,13 +89,16 @@ def cached_profile(cfg: ModelConfig) -> Profile:
     return profile_model(cfg)
 
 
-def compare(dataset: str = "mnist", units: int | None = None, width: int = 32) -> pd.DataFrame:
+def compare(dataset: str = "mnist", units: int | None = None, width: int = 32, expand: int = 1) -> pd.DataFrame:
     """One row per registered model: params, unit params, MACs per image, and ratios to mobilenet.
-    `units` None gives each model the paper's count for the dataset (GoogLeNet: 2 on CIFAR-10)."""
+    `units` None gives each model the paper's count for the dataset (GoogLeNet: 2 on CIFAR-10); `expand` (N/C)
+    applies to the units that have an expansion (models.uses_expand), the others show expand 1."""
     rows = []
     for name in list_units():
-        p = cached_profile(config_for(name, dataset, units=units, width=width))
-        rows.append({"model": name, "units": p.config.units, "params": p.params, "unit_params": p.unit_params,
+        e = expand if uses_expand(name) else 1
+        p = cached_profile(config_for(name, dataset, units=units, width=width, expand=e))
+        rows.append({"model": name, "units": p.config.units, "expand": e, "params": p.params,
+                     "unit_params": p.unit_params,
                      "macs": p.macs, "bn_macs": sum(p.other_macs.values()),
                      "uncounted_ops": ", ".join(sorted(p.uncounted_ops))})
     df = pd.DataFrame(rows)

@@ -7,7 +7,7 @@ import streamlit as st
 
 from mscompare.config import DATASETS, config_for
 from mscompare.diagram import unit_dot
-from mscompare.models import ModelConfig, get_unit, list_units
+from mscompare.models import MAX_EXPAND, ModelConfig, get_unit, list_units, uses_expand
 from mscompare.profile import prefetch
 from mscompare.speed import measure_all, torch_threads
 from ui import compare_table, layer_profile, page_setup, service, yield_to_training
@@ -38,29 +38,32 @@ def best_accuracy(dataset: str, width: int) -> pd.DataFrame:
 
 
 st.title("Architectures")
-c1, c2, c3 = st.columns(3)
+c1, c2, c3, c4 = st.columns([3, 3, 3, 2])
 dataset = c1.selectbox("Dataset (input shape)", list(DATASETS), help="Sets input channels, size and classes")
 units = c2.slider("Units per network (0 = paper's)", 0, 4, 0, key="arch_units",
                   help="0 uses the paper's count: 2 on MNIST, 3 on CIFAR-10 and SVHN; GoogLeNet 2 on all.")
 width = c3.slider("Width (maps per unit)", 8, 128, 32, step=8)
+expand = c4.slider("Expansion N/C", 1, MAX_EXPAND, 1, key="arch_expand",
+                   help="The multi-scale units' 1x1 expansion to N = expand x C maps (1 is our reading of the "
+                        "paper, ARCHITECTURE.md); the other units have none.")
 
 with torch_threads(1):  # batch-1 traces of tiny nets: a second thread only waits, and on a busy machine it spins
-    df = compare_table(dataset, units or None, width)
+    df = compare_table(dataset, units or None, width, expand)
 prefetch(dataset, units or None, width, width_step=8, widths=(8, 128), datasets=tuple(DATASETS))  # the next moves
 df = df.merge(best_accuracy(dataset, width), on=["model", "units"], how="left")
 measure = st.toggle("Measure speed on this machine", key="arch_speed",
-                    help="Batch-1 inference latency (median, after warm-up) with 1 thread and with this process's "
-                         "default, and training images/s (Adam, batch 128, random data). A few seconds per "
-                         "setting, then cached.")
+                    help="Batch-1 inference latency (median, after warm-up, 1 thread) and training images/s "
+                         "(Adam, batch 128, random data). Takes a few seconds per model for each setting "
+                         "(about 20 s for all five), then cached.")
 speed_cols = []
 if measure:
     speed, when = speed_table(dataset, units or None, width)
     df = df.merge(speed, on=["model", "units"], how="left")
-    speed_cols = ["latency_1t_ms", "latency_ms", "train_img_s"]
-st.subheader(f"Every unit type on {dataset}, width {width}")
+    speed_cols = ["latency_1t_ms", "train_img_s"]  # one latency column, at one stated thread count
+st.subheader(f"Every unit type on {dataset}, width {width}" + (f", expansion N/C {expand}" if expand > 1 else ""))
 st.caption("Units per network: " + ", ".join(f"{m} {u}" for m, u in zip(df["model"], df["units"]))
            + (" (the paper's counts)" if not units else ""))
-st.dataframe(df[["model", "units", "accuracy", "runs", "params", "macs", *speed_cols, "unit_params", "bn_macs",
+st.dataframe(df[["model", "units", "expand", "accuracy", "runs", "params", "macs", *speed_cols, "unit_params", "bn_macs",
                  "unit_ratio", "params_ratio", "macs_ratio"]], hide_index=True,
              column_config={"macs": st.column_config.NumberColumn("MACs / image (conv+FC)", format="%d"),
                             "bn_macs": st.column_config.NumberColumn("BatchNorm ops / image", format="%d"),
@@ -68,10 +71,8 @@ st.dataframe(df[["model", "units", "accuracy", "runs", "params", "macs", *speed_
                             "unit_params": st.column_config.NumberColumn(format="%d"),
                             "accuracy": st.column_config.NumberColumn("best acc %", format="%.2f"),
                             "runs": st.column_config.NumberColumn("runs", format="%d"),
-                            "latency_1t_ms": st.column_config.NumberColumn("ms, 1 thread", format="%.2f"),
-                            "latency_ms": st.column_config.NumberColumn(
-                                f"ms, {int(df['threads'].iloc[0]) if measure else ''} threads",
-                                format="%.2f"),
+                            "latency_1t_ms": st.column_config.NumberColumn("batch-1 latency, ms (1 thread)",
+                                                                           format="%.2f"),
                             "train_img_s": st.column_config.NumberColumn("train img/s", format="%.0f")})
 st.caption("MACs are fvcore's conv and linear multiply-adds (one multiply-add = 1); BatchNorm is counted apart. "
            "Not counted by fvcore: "
@@ -89,7 +90,7 @@ for col, y, title in ((b1, "params", "Parameters"), (b2, "unit_params", "Paramet
     col.plotly_chart(px.bar(df, x="model", y=y, color="model", title=title).update_layout(showlegend=False))
 
 model = st.selectbox("Unit diagram and per-layer breakdown of", list_units(), index=list_units().index("ms_add"))
-cfg = config_for(model, dataset, units=units or None, width=width)
+cfg = config_for(model, dataset, units=units or None, width=width, expand=expand if uses_expand(model) else 1)
 with torch_threads(1):
     layers, n_unit = layer_profile(cfg.to_dict())
 left, right = st.columns([3, 2])

@@ -14,30 +14,32 @@ st.title("Sweep")
 found = {d: r for d, r in find_datasets().items() if d in DATASETS}
 if not found:
     st.info(no_data_help())
-with st.form("sweep"):
-    models = st.multiselect("Models", list_units(), default=list_units())
-    c1, c2, c3 = st.columns(3)
-    datasets = c1.multiselect("Datasets", list(found), default=list(found)[:1])
-    widths = c2.multiselect("Widths", [8, 16, 24, 32, 48, 64, 96, 128], default=[16, 32, 64])
-    units = c3.multiselect("Units (none = paper's)", [1, 2, 3, 4])
-    c4, c5, c6, c7 = st.columns(4)
-    seeds = c4.number_input("Seeds", 1, 10, 1)
-    preset_name = c5.selectbox("Preset", list(PRESETS), index=list(PRESETS).index("paper"))
-    iters = c6.number_input("Iterations (0 = preset's)", 0, 100000, 0, step=100)
-    executor = c7.radio("Executor", ["local", "ray"], horizontal=True,
-                        help="local: worker processes here. ray: a Ray task per trial, on the cluster at "
-                             "$MSCOMPARE_RAY_ADDRESS (default: start or join a local Ray).")
-    n = len(models) * len(datasets) * len(widths) * max(1, len(units)) * seeds
-    st.caption(f"{n} trials; finished ones already in the run store are skipped.")
-    if st.form_submit_button("Start sweep", type="primary", disabled=not found):
-        try:
-            roots = {found[d] for d in datasets}
-            if len(roots) > 1:
-                raise ValueError("the chosen datasets live under different data roots; sweep them one at a time")
-            st.session_state["sweep_id"] = svc.start_sweep(models, datasets, widths, units, seeds, preset_name,
-                                                        iters or None, roots.pop(), executor)
-        except Exception as e:  # noqa: BLE001 - bad settings are shown, not raised
-            st.error(f"Could not start: {plain(e)}")
+# Plain widgets, not a form: the trial count below follows every change before Start.
+models = st.multiselect("Models", list_units(), default=list_units())
+c1, c2, c3 = st.columns(3)
+datasets = c1.multiselect("Datasets", list(found), default=list(found)[:1], key="sweep_datasets")
+widths = c2.multiselect("Widths", [8, 16, 24, 32, 48, 64, 96, 128], default=[16, 32, 64])
+units = c3.multiselect("Units (none = paper's)", [1, 2, 3, 4])
+c4, c5, c6, c7 = st.columns(4)
+seeds = c4.number_input("Seeds", 1, 10, 3, help="Seeds per configuration: 3 gives a seed spread for the "
+                        "frontier's error bars and its 'within spread' marks (README).")
+preset_name = c5.selectbox("Preset", list(PRESETS), index=list(PRESETS).index("paper"))
+iters = c6.number_input("Iterations (0 = preset's)", 0, 100000, 0, step=100)
+executor = c7.radio("Executor", ["local", "ray"], horizontal=True,
+                    help="local: worker processes here. ray: a Ray task per trial, on the cluster at "
+                         "$MSCOMPARE_RAY_ADDRESS (default: start or join a local Ray).")
+n = len(models) * len(datasets) * len(widths) * max(1, len(units)) * seeds
+st.caption(f"{n} trials; finished ones already in the run store are skipped.")
+if st.button(f"Start sweep ({n} trials)", type="primary", disabled=not found or not n):
+    try:
+        roots = {found[d] for d in datasets}
+        if len(roots) > 1:
+            raise ValueError("the chosen datasets live under different data roots; sweep them one at a time")
+        st.session_state["sweep_id"] = svc.start_sweep(models, datasets, widths, units, seeds, preset_name,
+                                                    iters or None, roots.pop(), executor)
+    except Exception as e:  # noqa: BLE001 - bad settings are shown, not raised
+        st.error(f"Could not start: {plain(e)}")
+
 
 sid = st.session_state.get("sweep_id")
 if sid in svc.sweeps:
@@ -65,7 +67,8 @@ c1, c2 = st.columns(2)
 cost = c1.radio("Cost", ["params", "macs", "latency_ms"], horizontal=True,
                 format_func={"params": "parameters", "macs": "MACs per image", "latency_ms": "latency"}.get,
                 help="Latency: batch-1 inference, one thread, measured on this machine when first shown.")
-ds = c2.multiselect("Datasets", sorted(pts["dataset"].unique()), default=sorted(pts["dataset"].unique())[:1])
+ds = c2.multiselect("Datasets", sorted(pts["dataset"].unique()), default=sorted(pts["dataset"].unique())[:1],
+                    key="frontier_datasets")
 shown = pts[pts["dataset"].isin(ds)] if ds else pts
 choices = protocols(shown)
 proto = st.selectbox("Protocol", choices, help="Points average the seeds of one configuration and one protocol "

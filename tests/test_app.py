@@ -114,7 +114,9 @@ def test_sweep_page_runs_a_grid_and_draws_the_frontier(app_env):
     at = app("pages/sweep.py")
     at.multiselect[0].set_value(["mobilenet", "alexnet"])
     at.multiselect[2].set_value([8])  # widths
-    at.number_input[1].set_value(10)  # iterations
+    widget(at, "number_input", "Iterations (0 = preset's)").set_value(10)
+    widget(at, "number_input", "Seeds").set_value(1).run()
+    assert at.button[0].label == "Start sweep (2 trials)"  # the count follows the inputs before Start
     at.button[0].click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     from ui import service

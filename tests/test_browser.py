@@ -93,7 +93,7 @@ def test_home_and_every_page(server, page):
 
 
 def fill(page, label, value):
-    box = page.get_by_label(label)
+    box = page.get_by_role("spinbutton", name=label, exact=True)
     box.fill(str(value))
     box.press("Tab")
     settle(page)
@@ -111,7 +111,7 @@ def test_training_shows_live_curves_and_results(server, page):
     page.locator("[data-testid='stPlotlyChart']").first.wait_for()
     page.get_by_text("0 of 5 runs active").wait_for(timeout=600_000)
     assert page.get_by_text("5 done").count() == 1
-    page.get_by_text("Results by configuration").wait_for()
+    page.get_by_text("Results by configuration").first.wait_for()
     page.wait_for_timeout(2500)  # the next fragment refresh draws the finished curves
     no_exception(page)
     page.screenshot(path=SHOTS / "train-done.png")
@@ -281,7 +281,7 @@ def test_seeds_grouped_verdict_and_report_at_two_widths(server, page, shot_on_fa
     """Two models x 2 seeds: one row per configuration with spread, a paired verdict, a report that opens offline."""
     start_batch(page, server, ["mobilenet", "ms_add"], 30, seeds=2)
     page.get_by_text("0 of 4 runs active").wait_for(timeout=600_000)
-    page.get_by_text("Results by configuration").wait_for()
+    page.get_by_text("Results by configuration").first.wait_for()
     grid = page.get_by_test_id("stDataFrame").first
     grid.wait_for()
     wait_until(page, lambda: page.get_by_text(re.compile(r"(not distinguishable|is better than)")).count() > 0,

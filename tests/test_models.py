@@ -134,3 +134,23 @@ def test_expand_widens_only_the_multiscale_pointwise():
     # scale2 SepConv(16->4) 248 + SepConv(4->4) 68; residual BN 16  -> 160 + 248 + 316 + 16 = 740
     assert unit_params(ModelConfig(model="ms_concat", width=8, expand=2)) == 740
     assert unit_params(ModelConfig(model="alexnet", width=8, expand=2)) == HAND["alexnet"]
+
+
+def test_expand_widens_only_the_multi_scale_units_in_info(capsys):
+    """info --expand 2: the multi-scale units grow by the hand-computed amount, the others stay as they are."""
+    import json
+
+    from mscompare.cli import main
+
+    assert main(["info", "--dataset", "cifar10", "--json", "--expand", "2"]) == 0
+    two = {r["model"]: r for r in json.loads(capsys.readouterr().out)}
+    assert main(["info", "--dataset", "cifar10", "--json"]) == 0
+    one = {r["model"]: r for r in json.loads(capsys.readouterr().out)}
+    assert {m: r["expand"] for m, r in two.items()} == {m: (2 if m.startswith("ms_") else 1) for m in two}
+    # width 32: the 1x1 expand conv (32 -> 64 instead of 32 -> 32) and its BN (2 x 64 instead of 2 x 32), the
+    # depthwise 3x3 of both branches' first SepConv on 64 maps (+9 x 32 each, their BN +2 x 32 each) and those
+    # SepConvs' pointwise 1x1 (64 -> 16 instead of 32 -> 16: +32 x 16 each)
+    extra = 32 * 32 + 2 * 32 + 2 * (9 * 32 + 2 * 32 + 32 * 16)
+    for m in ("ms_concat", "ms_add"):
+        assert two[m]["unit_params"] - one[m]["unit_params"] == extra
+    assert all(two[m]["params"] == one[m]["params"] for m in two if not m.startswith("ms_"))
