@@ -111,15 +111,15 @@ def reference_deltas(run_groups: tuple[tuple[str, ...], ...], reference: str) ->
 
 # The grouped table's columns: human names, units, thousands separators.
 GROUPED_COLUMNS = {
-    "configuration": st.column_config.TextColumn("configuration", width="large"),
-    "n": st.column_config.NumberColumn("seeds", format="%d"),
+    "configuration": st.column_config.TextColumn("configuration", width="medium"),
+    "n": st.column_config.NumberColumn("seeds", format="%d", width="small"),
     "accuracy": st.column_config.TextColumn("accuracy % (mean ± std)"),
-    "range": st.column_config.TextColumn("min–max %"),
-    "params": st.column_config.NumberColumn("params", format="localized"),
-    "macs": st.column_config.NumberColumn("MACs", format="localized"),
-    "img/s": st.column_config.NumberColumn("img/s", format="localized"),
     "Δ vs reference": st.column_config.TextColumn("Δ vs reference (points, 95% CI)"),
-    "verdict": st.column_config.TextColumn("verdict"),
+    "verdict": st.column_config.TextColumn("verdict", width="small"),
+    "range": st.column_config.TextColumn("min–max %"),
+    "params": st.column_config.NumberColumn("params", format="localized", width="small"),
+    "macs": st.column_config.NumberColumn("MACs", format="localized", width="small"),
+    "img/s": st.column_config.NumberColumn("img/s", format="localized", width="small"),
 }
 
 
@@ -140,7 +140,7 @@ def grouped_table(grouped: pd.DataFrame, deltas: pd.DataFrame) -> pd.DataFrame:
         elif g.label in d.index:
             r["Δ vs reference"], r["verdict"] = "n/a", "n/a"
         rows.append(r)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows)[list(GROUPED_COLUMNS)]
 
 
 def per_class_bars(ev: dict, title: str):

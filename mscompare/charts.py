@@ -37,11 +37,17 @@ def band_chart(bands: pd.DataFrame, title: str, full_scale: bool = False):
             if d["n"].max() > 1:
                 fig.add_scatter(x=list(d["iter"]) + list(d["iter"])[::-1], y=list(d[hi]) + list(d[lo])[::-1],
                                 fill="toself", fillcolor=_rgba(c, 0.18), line=dict(width=0), hoverinfo="skip",
+                                mode="lines",
                                 legendgroup=label, showlegend=False, row=1, col=col)
             fig.add_scatter(x=d["iter"], y=d[mean], name=f"{label} (n={d['n'].max()})", legendgroup=label,
-                            mode="lines", line_color=c, showlegend=col == 1, row=1, col=col)
-    if full_scale:
+                            mode="lines+markers" if len(d) < 60 else "lines", line_color=c, showlegend=col == 1,
+                            row=1, col=col)
+    if full_scale or bands.empty:
         fig.update_yaxes(range=[0, 1.001], row=1, col=1)
+    else:  # zoom to the data, so curves that differ by tenths of a point don't sit on one line
+        lo, hi = float(bands["acc_min"].min()), float(bands["acc_max"].max())
+        pad = max(0.005, 0.05 * (hi - lo))
+        fig.update_yaxes(range=[max(0.0, lo - pad), min(1.001, hi + pad)], row=1, col=1)
     fig.update_yaxes(tickformat=".1%", row=1, col=1)
     fig.update_yaxes(rangemode="tozero", row=1, col=2)
     fig.update_xaxes(title_text="iteration", rangemode="tozero", tickformat="d")

@@ -59,15 +59,17 @@ def config_label(row) -> str:
     return " · ".join(bits)
 
 
-def group(runs: pd.DataFrame | list[dict]) -> pd.DataFrame:
-    """One row per configuration over its finished runs: n seeds, mean, std (sample, n-1), min and max accuracy,
-    params, MACs, images/s and the run ids. Runs of different protocols are never averaged together."""
+def group(runs: pd.DataFrame | list[dict], finished: bool = True) -> pd.DataFrame:
+    """One row per configuration over its finished runs (all its runs with `finished` False, for live curves):
+    n seeds, mean, std (sample, n-1), min and max accuracy, params, MACs, images/s and the run ids. Runs of
+    different protocols are never averaged together."""
     df = describe(runs)
     out_cols = [*CONFIG_KEYS, "label", "n", "mean", "std", "min", "max", "params", "macs", "images_per_s",
                 "seeds", "runs", "model_config"]
     if df.empty:
         return pd.DataFrame(columns=out_cols)
-    df = df[df["status"] == "done"]
+    if finished:
+        df = df[df["status"] == "done"]
     if df.empty:
         return pd.DataFrame(columns=out_cols)
     g = df.groupby(CONFIG_KEYS, dropna=False, sort=False)

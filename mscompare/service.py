@@ -179,11 +179,12 @@ class Service:
 
         return mean_over_seeds(self.store.list(status="done"))
 
-    def groups(self, ids: list[str] | None = None, **where) -> pd.DataFrame:
-        """The finished runs among `ids` (or matching `where`) grouped by configuration (groups.group)."""
+    def groups(self, ids: list[str] | None = None, finished: bool = True, **where) -> pd.DataFrame:
+        """The finished (or, `finished` False, all) runs among `ids` (or matching `where`) grouped by
+        configuration (groups.group)."""
         from mscompare.groups import group
 
-        return group(self.store.list(ids=ids, **where))
+        return group(self.store.list(ids=ids, **where), finished)
 
     def against(self, grouped: pd.DataFrame, reference: str) -> pd.DataFrame:
         """Each configuration's paired difference from the `reference` label: delta, CI and verdict."""

@@ -117,8 +117,10 @@ def results(batch: str):
     the batch trains (a chart redraw costs the browser far more than a progress bar), once more when it ends."""
     runs = svc.runs(batch=batch)
     grouped = svc.groups(batch=batch)
-    if not grouped.empty:
-        st.plotly_chart(band_chart(svc.band_curves(grouped), f"Batch {batch}"), key="live_chart")
+    live = svc.groups(batch=batch, finished=False)  # running runs draw their curves too
+    if not live.empty:
+        full = st.toggle("Accuracy axis 0-100%", key="full_scale", help="Off: the axis zooms to the data.")
+        st.plotly_chart(band_chart(svc.band_curves(live), f"Batch {batch}", full), key="live_chart")
     st.subheader("Results by configuration (seeds are repeats)")
     if grouped.empty:
         st.info("No run of this batch has finished yet.")

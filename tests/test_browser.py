@@ -99,7 +99,7 @@ def fill(page, label, value):
     settle(page)
 
 
-def test_training_shows_live_curves_and_results(server, page):
+def test_training_shows_live_curves_and_results(server, page, shot_on_failure):
     page.goto(f"{server}/train")
     page.get_by_role("button", name=START).wait_for()
     settle(page)
@@ -107,9 +107,9 @@ def test_training_shows_live_curves_and_results(server, page):
     fill(page, "Seeds", 1)
     page.get_by_role("button", name="Start 5 runs (5 models × 1 seed)").click()
     page.get_by_text("Queued 5 runs").wait_for()
-    page.get_by_text("alexnet: running").wait_for()  # live status while training
-    page.locator("[data-testid='stPlotlyChart']").first.wait_for()
+    page.get_by_text(re.compile(r"^\w+: running, \d+/10")).first.wait_for()  # live status while training
     page.get_by_text("0 of 5 runs active").wait_for(timeout=600_000)
+    page.locator("[data-testid='stPlotlyChart']").first.wait_for()
     assert page.get_by_text("5 done").count() == 1
     page.get_by_text("Results by configuration").first.wait_for()
     page.wait_for_timeout(2500)  # the next fragment refresh draws the finished curves
@@ -155,7 +155,9 @@ def start_batch(page, server, models, iters, seeds=1):
     fill(page, "Iterations (0 = preset's)", iters)
     fill(page, "Seeds", seeds)
     n = len(models) * seeds
-    page.get_by_role("button", name=START).click()
+    plural = lambda k, word: f"{k} {word}{'s' if k != 1 else ''}"  # noqa: E731
+    page.get_by_role("button", name=f"Start {plural(n, 'run')} ({plural(len(models), 'model')} × "
+                                   f"{plural(seeds, 'seed')})").click()
     page.get_by_text(f"Queued {n} run{'s' if n != 1 else ''} as batch").wait_for()
     page.wait_for_url(re.compile(r"[?&]batch="))
     return re.search(r"[?&]batch=([^&#]+)", page.url)[1]
@@ -206,7 +208,7 @@ def shot_on_failure(page, request):
 
 
 def test_batch_live_cancel_reload_and_csv(server, page, shot_on_failure):
-    batch = start_batch(page, server, ["alexnet", "mobilenet"], 300)
+    batch = start_batch(page, server, ["alexnet", "mobilenet"], 1500)  # long enough to cancel one mid-run
     page.get_by_text("alexnet: running").wait_for()
     page.get_by_text("mobilenet: running").wait_for()
     # live: the progress lines move and the chart gets traces (eval every 50 iterations) while the runs go on
@@ -242,7 +244,7 @@ def test_batch_live_cancel_reload_and_csv(server, page, shot_on_failure):
     assert list(rows[0].keys()) == RESULT_COLUMNS
     assert sorted((r["model"], r["status"]) for r in rows) == [("alexnet", "done"), ("mobilenet", "cancelled")]
     done = next(r for r in rows if r["status"] == "done")
-    assert done["iters"] == "300" and float(done["images_per_s"]) > 0 and 0 <= float(done["test_acc_%"]) <= 100
+    assert done["iters"] == "1500" and float(done["images_per_s"]) > 0 and 0 <= float(done["test_acc_%"]) <= 100
 
     # a newer batch exists; the URL of the first still shows the first, and only it, also after a reload
     newer = start_batch(page, server, ["alexnet"], 10)
