@@ -216,9 +216,11 @@ def fused_speedup(model_cfg: ModelConfig, cfg: TrainConfig, runs: int, steps: in
 
 def train_fused(model_cfg: ModelConfig, cfgs: list[TrainConfig], train_data: ArrayData, test_data: ArrayData,
                 progress: list[Callable[[dict], None] | None] | None = None,
-                should_stop: list[Callable[[], bool] | None] | None = None) -> list[dict | BaseException]:
+                should_stop: list[Callable[[], bool] | None] | None = None,
+                on_end: Callable[[int, BaseException], None] | None = None) -> list[dict | BaseException]:
     """Train len(cfgs) seeds of one configuration fused. Per run: the result dict train() returns (with
-    env["fused"] = K), or the exception that ended that run (Cancelled, TrainingError); the others go on."""
+    env["fused"] = K), or the exception that ended that run (Cancelled, TrainingError); the others go on.
+    `on_end(k, exception)` hears of a run that ends early at once, not when the group ends."""
     from mscompare.threads import training_mark
 
     reason = why_not_fused([model_cfg] * len(cfgs), cfgs)
@@ -226,10 +228,10 @@ def train_fused(model_cfg: ModelConfig, cfgs: list[TrainConfig], train_data: Arr
         raise ValueError(f"these runs can't train fused: {reason}")
     with training_mark():
         return _train_fused(model_cfg, cfgs, train_data, test_data, progress or [None] * len(cfgs),
-                            should_stop or [None] * len(cfgs))
+                            should_stop or [None] * len(cfgs), on_end or (lambda k, e: None))
 
 
-def _train_fused(model_cfg, cfgs, train_data, test_data, progress, should_stop) -> list:
+def _train_fused(model_cfg, cfgs, train_data, test_data, progress, should_stop, on_end) -> list:
     cfg, k_all = cfgs[0], len(cfgs)
     check_trainable(cfg, train_data, test_data)
     device = resolve_device(cfg.device)
@@ -255,6 +257,7 @@ def _train_fused(model_cfg, cfgs, train_data, test_data, progress, should_stop) 
         stopped = [r for r in live if should_stop[r] is not None and should_stop[r]()]
         for r in stopped:
             results[r] = Cancelled()
+            on_end(r, results[r])
         _drop(stack, live, stopped)
         if not live:
             break
@@ -273,6 +276,7 @@ def _train_fused(model_cfg, cfgs, train_data, test_data, progress, should_stop) 
         failed = [r for r, v in zip(live, values) if not math.isfinite(v)]
         for r in failed:
             results[r] = TrainingError(nan_message(values[live.index(r)], it, cfg))
+            on_end(r, results[r])
         ips = timed_iters * cfg.batch_size / max(train_time, 1e-9)  # each run's own images per second
         elapsed = time.perf_counter() - t0
         snap = {"iters": cfg.iters, "images_per_s": ips, "elapsed": elapsed, "eta": elapsed / it * (cfg.iters - it)}

@@ -101,10 +101,12 @@ def fuse_decision(mcfgs: list[ModelConfig], tcfgs: list[TrainConfig], fuse: str)
 
 
 def run_group(jobs: list[dict], emit: Callable[[str, dict], None], should_stop: Callable[[str], bool] | None = None,
-              data=None, fuse: str = "auto") -> dict[str, dict | BaseException]:
+              data=None, fuse: str = "auto",
+              on_end: Callable[[str, BaseException], None] | None = None) -> dict[str, dict | BaseException]:
     """Train the runs of `jobs` (dicts with run_id, model_config, train_config, checkpoint, predictions): as one
     fused computation where they share architecture and protocol and fuse_decision says so, else one after
-    another. Per run id: its result fields, or the exception that ended it (the others go on)."""
+    another. Per run id: its result fields, or the exception that ended it (the others go on); `on_end` hears
+    at once of a fused run that ends early (cancelled or failed)."""
     from mscompare.fused import train_fused
 
     mcfgs = [ModelConfig.from_dict(j["model_config"]) for j in jobs]
@@ -126,7 +128,8 @@ def run_group(jobs: list[dict], emit: Callable[[str, dict], None], should_stop: 
     data = _load(tcfgs[0], data)
     results = train_fused(mcfgs[0], tcfgs, data[0], data[1],
                           [_adapting(lambda ev, r=rid: emit(r, ev)) if k == 0 else (lambda ev, r=rid: emit(r, ev))
-                           for k, rid in enumerate(ids)], [lambda r=rid: stop(r) for rid in ids])
+                           for k, rid in enumerate(ids)], [lambda r=rid: stop(r) for rid in ids],
+                          (lambda k, e: on_end(ids[k], e)) if on_end else None)
     out = {}
     for j, m, t, res in zip(jobs, mcfgs, tcfgs, results):
         try:
@@ -280,8 +283,11 @@ class RunManager:
                     fuse: str | None = None) -> list[str]:
         """Queue runs together: all are known as queued before the first starts, so each gets its share of
         the cores from the start. Runs that differ only in seed form one group, trained in one worker (fused
-        where fuse_decision says so); a group takes one slot, as one run of K times the work."""
+        where fuse_decision says so); a group takes one slot, as one run of K times the work. With `auto`, seeds
+        are grouped only on a GPU: on CPUs, separate runs side by side beat fused ones (docs/bench-fused.txt),
+        and a group that the probe decides not to fuse would train its seeds one after another in one slot."""
         from mscompare.fused import group_key
+        from mscompare.train import resolve_device
 
         fuse = fuse or self.fuse
         ids, groups = [], {}
@@ -291,7 +297,8 @@ class RunManager:
             with self._lock:
                 self._live[rid] = {"status": "queued", "iter": 0, "iters": train_cfg.iters}
             ids.append(rid)
-            key = group_key(cfg, train_cfg) if fuse != "off" else rid
+            grouped = fuse == "on" or (fuse == "auto" and resolve_device(train_cfg.device).type == "cuda")
+            key = group_key(cfg, train_cfg) if grouped else rid
             groups.setdefault(key, ([], (macs or params) * train_cfg.iters))[0].append(rid)
         work = {tuple(g): w * len(g) for g, w in groups.values()}
         for g in sorted(work, key=lambda g: -work[g]):  # the longest first: a short run ends the batch, not a long one
@@ -421,8 +428,10 @@ class RunManager:
                     elif ev["event"] == "done":
                         finish(self.store, rid, "done", ev["result"])
                         ended[rid] = ("done", "")
-                    else:
+                    else:  # cancelled or failed, maybe while the rest of its group trains on: settle it now
                         ended[rid] = (ev["event"], ev.get("message", ""))
+                        finish(self.store, rid, *ended[rid][:1], message=ended[rid][1])
+                        self._set(rid, status=ev["event"], message=ended[rid][1])
             except BaseException:  # e.g. the store can't be written: stop the worker, then report the runs failed
                 _signal(proc, signal.SIGKILL)
                 proc.wait()

@@ -40,22 +40,29 @@ def main() -> int:
             print(json.dumps(ev), file=events, flush=True)
 
     runs = job["runs"]
+    reported: set[str] = set()
+
+    def report(rid: str, res) -> None:
+        reported.add(rid)
+        if isinstance(res, Cancelled):
+            send({"event": "cancelled", "run_id": rid, "message": "cancelled by the user"})
+        elif isinstance(res, BaseException):
+            send({"event": "failed", "run_id": rid, "message": failure_message(res)})
+        else:
+            send({"event": "done", "run_id": rid, "result": res})
+
     try:
         out = run_group(runs, lambda rid, ev: send({"event": "progress", "run_id": rid, **ev}),
-                        lambda rid: everything["asked"] or rid in stopped, fuse=job.get("fuse", "auto"))
+                        lambda rid: everything["asked"] or rid in stopped, fuse=job.get("fuse", "auto"),
+                        on_end=report)
     except BrokenPipeError:  # the app that started us is gone
         return 1
     except Exception as e:  # noqa: BLE001 - the group itself failed: every run reports the cause
         out = {r["run_id"]: e for r in runs}
     try:
         for r in runs:
-            res = out[r["run_id"]]
-            if isinstance(res, Cancelled):
-                send({"event": "cancelled", "run_id": r["run_id"], "message": "cancelled by the user"})
-            elif isinstance(res, BaseException):
-                send({"event": "failed", "run_id": r["run_id"], "message": failure_message(res)})
-            else:
-                send({"event": "done", "run_id": r["run_id"], "result": res})
+            if r["run_id"] not in reported:
+                report(r["run_id"], out[r["run_id"]])
     except BrokenPipeError:
         return 1
     return 0

@@ -304,3 +304,34 @@ def test_a_batch_queues_its_longest_runs_first(tmp_path, monkeypatch):
     macs = {r["id"]: r["macs"] for r in store.list(ids=ids)}
     queued = [rid for _fuse, group in order for rid in group]
     assert queued == sorted(ids, key=lambda r: -macs[r]) and queued != ids  # ids stay in the given order
+
+
+def test_seeds_are_grouped_in_one_worker_only_when_fusing(tmp_path, monkeypatch):
+    """fuse=on puts a model's seeds in one queue item (one worker, one slot); auto on a CPU and off keep them
+    apart, so they train side by side."""
+    store = RunStore(tmp_path / "runs")
+    mgr = RunManager(store, concurrency=1)
+    monkeypatch.setattr(mgr, "_q", jobs.queue.Queue())
+    items = []
+    monkeypatch.setattr(mgr._q, "put", items.append)
+    runs = [(SMALL, tcfg(tmp_path, seed=s)) for s in range(3)]
+    mgr.submit_many(runs, fuse="on")
+    mgr.submit_many(runs, fuse="auto")
+    mgr.submit_many(runs, fuse="off")
+    assert [len(group) for _, group in items] == [3, 1, 1, 1, 1, 1, 1]
+
+
+def test_cancelling_one_run_of_a_fused_group_leaves_the_other_training(tmp_path):
+    digits_npz(tmp_path)
+    store = RunStore(tmp_path / "runs")
+    mgr = RunManager(store, concurrency=1)
+    a, b = mgr.submit_many([(SMALL, tcfg(tmp_path, iters=100000, seed=s)) for s in range(2)], fuse="on")
+    wait_for(lambda: mgr.snapshot(a).get("iter", 0) >= 10 and mgr.snapshot(b).get("iter", 0) >= 10)
+    mgr.cancel(a)
+    wait_for(lambda: mgr.snapshot(a)["status"] == "cancelled")
+    at = mgr.snapshot(b)["iter"]
+    wait_for(lambda: mgr.snapshot(b)["iter"] >= at + 20)  # b keeps training in the same worker
+    assert mgr.snapshot(b)["status"] == "running" and store.get(a)["status"] == "cancelled"
+    mgr.cancel(b)
+    wait_for(lambda: mgr.snapshot(b)["status"] == "cancelled")
+    assert not mgr.active()
