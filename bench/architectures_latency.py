@@ -7,7 +7,7 @@ browser's drawing). A user's walk over the sliders: on MNIST from the paper's un
 then the width 32 -> 40 -> 48 -> 56, then CIFAR-10 (units 4, width 56) and back down to 1 unit. Before each move
 the user "looks" for --think-s seconds (the prefetch thread works meanwhile). Every cache (Streamlit's and
 the library's) is cleared before each walk, so each first visit really is a first visit. The two modes
-alternate --rounds times. Target (issue 10): every move within 0.5 s on a quiet machine.
+alternate --rounds times. Target: every move within 0.5 s on a quiet machine.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@
 Each measurement is the whole CLI command a user types (process start, data load, five trials, the store),
 into a fresh temporary runs folder, so nothing is skipped as already finished. The default (`--workers`
 left out: the measured best for the cores, one intra-op thread per worker) and `--workers 1` alternate
---rounds times in this one process run, so drift cancels. Target (issue 11): default >= 1.3x faster.
+--rounds times in this one process run, so drift cancels. Target: default >= 1.3x faster.
 Run it on a quiet machine: other processes' CPU during each measurement is reported.
 """
 from __future__ import annotations

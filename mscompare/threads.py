@@ -4,7 +4,7 @@ The process that trains owns these settings: a worker process, or the CLI. `auto
 of the cores (all of them alone, one each for two runs on two cores) and then measures: every couple of
 seconds of training it takes the run's own speed and the cores other, un-niced processes keep busy; now and
 then it tries one thread more or fewer for one such window and keeps whichever trained faster (adapt). Two
-spinning threads beside a busy un-niced process can collapse (12.8x slower in issue 15's measurement), and
+spinning threads beside a busy un-niced process can collapse (12.8x slower in docs/bench-shared-machine.txt), and
 the probe finds one thread faster there; beside work that yields (niced), two stay faster. While runs train,
 the app's page threads run niced (lower_thread_priority, ui.yield_to_training), every training marks itself
 so the app sees it wherever it was started (training_mark), and OpenMP's wait policy stays at libgomp's

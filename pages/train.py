@@ -127,7 +127,8 @@ def results(batch: str):
     else:
         labels = grouped["label"].tolist()
         default = next((i for i, m in enumerate(grouped["model"]) if m == "mobilenet"), 0)
-        reference = st.selectbox("Reference", labels, index=default, key="reference",
+        # keyed by the configurations present, so the default (mobilenet) returns when one more finishes
+        reference = st.selectbox("Reference", labels, index=default, key=f"reference-{batch}-{len(labels)}",
                                  help="Every other configuration is compared with it on the same test images.")
         deltas = reference_deltas(tuple(tuple(r) for r in grouped["runs"]), reference)
         table = grouped_table(grouped, deltas)

@@ -1,4 +1,4 @@
-"""bf16 against fp32 accuracy on real data: the check `auto` must pass before it may choose bf16 (issue 10).
+"""bf16 against fp32 accuracy on real data: the check `auto` must pass before it may choose bf16.
 
 Runs every model x dataset x seed (width 32) in fp32 and in bf16 autocast through the sweep's executor
 (resumable: runs of the same protocol already in the store, from any sweep, are skipped and counted), then
