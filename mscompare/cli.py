@@ -189,6 +189,9 @@ def cmd_runs(a) -> int:
             return 2
         from pathlib import Path
 
+        if Path(a.csv).is_dir():
+            print(f"error: {a.csv} is a folder; give a file name such as {Path(a.csv) / 'runs.csv'}", file=sys.stderr)
+            return 2
         if not Path(a.csv).resolve().parent.is_dir():
             print(f"error: can't write {a.csv}: the folder {Path(a.csv).resolve().parent} does not exist",
                   file=sys.stderr)

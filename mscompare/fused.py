@@ -43,6 +43,9 @@ def why_not_fused(model_cfgs: list[ModelConfig], cfgs: list[TrainConfig]) -> str
         return "different training settings"
     if len({c.seed for c in cfgs}) != len(cfgs):
         return "repeated seeds"
+    layer = unfusable_layer(build_model(model_cfgs[0]))
+    if layer:
+        return f"the {model_cfgs[0].model} unit has a {layer} layer, which fused training can't widen"
     return None
 
 

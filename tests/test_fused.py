@@ -119,3 +119,14 @@ def test_train_seeds_fused_matches_unfused_from_the_cli(tiny_npz, tmp_path, caps
     assert [r["seed"] for r in out["on"]] == [r["seed"] for r in out["off"]] == [0, 1, 2]
     for a, b in zip(out["on"], out["off"]):
         assert abs(a["test_acc"] - b["test_acc"]) <= 0.005
+
+
+def test_a_unit_with_a_layer_fusing_cannot_widen_falls_back_and_says_so(monkeypatch):
+    from torch import nn
+
+    from mscompare import models
+
+    monkeypatch.setitem(models._UNITS, "with_dropout", lambda cfg: nn.Sequential(nn.Dropout(0.1)))
+    m = ModelConfig(model="with_dropout", width=8)
+    reason = fused.why_not_fused([m, m], [TrainConfig(seed=0), TrainConfig(seed=1)])
+    assert reason == "the with_dropout unit has a Dropout layer, which fused training can't widen"
