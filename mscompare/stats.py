@@ -46,6 +46,9 @@ def seeds_and_images_ci(a_correct: np.ndarray, b_correct: np.ndarray, resamples:
     a, b = np.atleast_2d(np.asarray(a_correct, float)), np.atleast_2d(np.asarray(b_correct, float))
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"both sides need the same test images; got {a.shape[1]} and {b.shape[1]}")
+    if (a.shape[0], a.sum()) > (b.shape[0], b.sum()):  # one order of the sides, so A vs B mirrors B vs A exactly
+        lo, hi = seeds_and_images_ci(b, a, resamples, seed)
+        return -hi, -lo
     rng = np.random.default_rng(seed)
     n = a.shape[1]
     diffs = np.empty(resamples)

@@ -158,3 +158,10 @@ def test_a_run_trained_anywhere_is_in_the_one_default_store(tiny_npz, tmp_path, 
     assert rid in listed.stdout
     assert (tmp_path / "xdg" / "mscompare" / "runs" / "runs.sqlite").is_file()
     assert not (tmp_path / "a" / "runs").exists()
+
+
+def test_swapping_the_sides_mirrors_the_ci():
+    rng = np.random.default_rng(3)
+    a, b = rng.random((2, 500)) < 0.8, rng.random((3, 500)) < 0.7
+    lo, hi = stats.seeds_and_images_ci(a, b)
+    assert stats.seeds_and_images_ci(b, a) == (-hi, -lo)
