@@ -173,8 +173,8 @@ def test_runs_page_compares_two_configurations_and_shows_reliability(app_env):
     at.multiselect[1].set_value(["alexnet", "mobilenet"]).run()  # the Model filter
     assert not at.exception
     a, b = widget(at, "selectbox", "A"), widget(at, "selectbox", "B")
-    mob = next(o for o in a.options if o.startswith("mobilenet") and "20 it" in o and "w8" in o)
-    alex = next(o for o in b.options if o.startswith("alexnet") and "20 it" in o and "w8" in o)
+    mob = next(o for o in a.options if o.startswith("mobilenet · mnist · quick 20 it · w8 ·"))
+    alex = next(o for o in b.options if o.startswith("alexnet · mnist · quick 20 it · w8 ·"))
     a.set_value(mob).run()
     widget(at, "selectbox", "B").set_value(alex).run()
     assert not at.exception and not at.warning, [w.value for w in at.warning]
