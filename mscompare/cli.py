@@ -164,8 +164,6 @@ def cmd_runs(a) -> int:
             for n, acc in zip(names, ev["per_class"]):
                 print(f"  {n:>16s}  {'-' if acc is None else f'{100 * acc:6.2f}%'}")
             print("\nconfusion matrix (rows: true class, columns: predicted):")
-            import pandas as pd
-
             print(pd.DataFrame(ev["confusion"], index=names, columns=names).to_string())
             if ev["confused_pairs"]:
                 print("\nmost confused: " + ", ".join(f"{names[p['true']]} -> {names[p['pred']]} ({p['count']})"

@@ -82,12 +82,6 @@ def group(runs: pd.DataFrame | list[dict], finished: bool = True) -> pd.DataFram
     return out[out_cols]
 
 
-def _outcomes(store, ids: list[str]):
-    from mscompare.predictions import load
-
-    return [load(store, rid) for rid in ids]
-
-
 def _check_same_test_set(store, ids: list[str], preds) -> None:
     rows = {r["id"]: r for r in store.list(ids=ids)}
     missing = [rid for rid in ids if rid not in rows]
@@ -118,7 +112,9 @@ def compare(store, a_ids: list[str], b_ids: list[str], names: tuple[str, str] | 
         raise CompareError("give at least one run on each side")
     if set(a_ids) & set(b_ids):
         raise CompareError(f"run {sorted(set(a_ids) & set(b_ids))[0]} is on both sides")
-    preds = _outcomes(store, [*a_ids, *b_ids])
+    from mscompare.predictions import load
+
+    preds = [load(store, rid) for rid in [*a_ids, *b_ids]]
     _check_same_test_set(store, [*a_ids, *b_ids], preds)
     a = np.stack([p.correct for p in preds[:len(a_ids)]])
     b = np.stack([p.correct for p in preds[len(a_ids):]])
