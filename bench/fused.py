@@ -1,18 +1,6 @@
-"""Fused seeds against separate runs: total training images/s of a K-seed job, per unit type and dataset shape.
-
-    python bench/fused.py [--ks 1 2 4 8] [--steps 10] [--rounds 2] [--units ...] [--datasets mnist cifar10]
-        [--device cpu|cuda] [--out docs/bench-fused.txt]
-
-On random batches of the dataset's shape (batch 128, the paper preset's Adam), per unit, shape and K:
-  fused     one process, all cores, the K seeds as one widened model (mscompare.fused._Stack);
-  separate  today's best way to run K separate runs here: min(K, cores) worker processes side by side, one
-            thread each (the auto thread policy's choice for two runs on two cores), splitting the K runs.
-Both train `--steps` steps per run after a warm-up step; they alternate (--rounds pairs, order flipped each
-round) so machine drift hits both. Reported: total images/s over the K runs and the job's wall time.
-"""
+"""Owns the fused-seeds benchmark: total training images/s of a K-seed job, fused into one model vs separate runs."""
 from __future__ import annotations
 
-import argparse
 import contextlib
 import multiprocessing as mp
 import os
@@ -22,7 +10,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from app_throughput import machine_info  # date, CPU model and ISA flags, torch, load, commit
+from bench import harness
 from mscompare.config import config_for, preset
 from mscompare.fused import _Stack
 from mscompare.models import build_model, list_units
@@ -32,6 +20,7 @@ BATCH = 128
 
 
 def _batches(mcfg, runs: int, device: str):
+    """Random batches of the dataset's shape, one per run, the same every step."""
     shape = (runs, BATCH, mcfg.in_channels, mcfg.input_size, mcfg.input_size)
     g = torch.Generator().manual_seed(0)
     return (torch.randn(shape, generator=g).to(device),
@@ -44,7 +33,7 @@ def _sync(device: str) -> None:
 
 
 def fused_job(mcfg, cfg, k: int, steps: int, device: str) -> float:
-    """Seconds for `steps` fused steps of k seeds (after one warm-up step)."""
+    """Seconds for `steps` steps of the k seeds as one widened model (mscompare.fused._Stack), after a warm-up step."""
     models = []
     for s in range(k):
         torch.manual_seed(s)
@@ -61,7 +50,7 @@ def fused_job(mcfg, cfg, k: int, steps: int, device: str) -> float:
 
 
 def separate_runs(mcfg, cfg, runs: int, steps: int, device: str, threads: int) -> float:
-    """Seconds for `runs` separate runs of `steps` steps each, one after another, in this process."""
+    """Seconds for `runs` separate runs of `steps` steps each (after a warm-up step), one after another here."""
     torch.set_num_threads(threads)
     x, y = _batches(mcfg, 1, device)
     x = x[0].contiguous(memory_format=torch.channels_last)
@@ -82,19 +71,20 @@ def separate_runs(mcfg, cfg, runs: int, steps: int, device: str, threads: int) -
     return total
 
 
-def _worker(args, out):
+def _worker(args, out) -> None:
     out.put(separate_runs(*args))
 
 
 def separate_job(mcfg, cfg, k: int, steps: int, device: str, cores: int) -> float:
-    """Wall seconds of k separate runs split over min(k, cores) processes of one thread each, side by side."""
+    """Wall seconds of k separate runs split over min(k, cores) processes of one thread each, side by side (the
+    auto thread policy's choice for two runs on two cores); a run alone gets all cores, and a GPU one process."""
     procs = min(k, cores) if device == "cpu" else 1
-    share = [k // procs + (i < k % procs) for i in range(procs)]
     if procs == 1:
         return separate_runs(mcfg, cfg, k, steps, device, cores if device == "cpu" and k == 1 else 1)
     ctx = mp.get_context("fork")
     out = ctx.Queue()
-    ps = [ctx.Process(target=_worker, args=((mcfg, cfg, n, steps, device, 1), out)) for n in share]
+    ps = [ctx.Process(target=_worker, args=((mcfg, cfg, k // procs + (i < k % procs), steps, device, 1), out))
+          for i in range(procs)]
     for p in ps:
         p.start()
     times = [out.get() for _ in ps]
@@ -104,42 +94,35 @@ def separate_job(mcfg, cfg, k: int, steps: int, device: str, cores: int) -> floa
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ks", nargs="+", type=int, default=[1, 2, 4, 8])
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap = harness.parser(__doc__)
+    ap.add_argument("--ks", nargs="+", type=int, default=[1, 2, 4, 8], help="seeds per job")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per run, after a warm-up step")
+    ap.add_argument("--rounds", type=int, default=2, help="fused/separate pairs, alternating order (median)")
     ap.add_argument("--units", nargs="+", default=list_units())
-    ap.add_argument("--datasets", nargs="+", default=["mnist", "cifar10"])
+    ap.add_argument("--datasets", nargs="+", default=["mnist", "cifar10"], help="the shapes of the random batches")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    ap.add_argument("--out", default="", help="also write the report here")
     a = ap.parse_args()
     cores = len(os.sched_getaffinity(0))
-    lines = machine_info() + [f"fused vs separate, batch {BATCH}, {a.steps} steps per run after a warm-up step, "
-                              f"{a.rounds} alternating rounds (median), device {a.device}", ""]
-    print("\n".join(lines), flush=True)
+    rep = harness.Report(a)
+    rep.say(f"fused vs separate, batch {BATCH}, {a.steps} steps per run after a warm-up step, {a.rounds} "
+            f"alternating rounds (median), device {a.device}")
+    rep.say()
     for ds in a.datasets:
         cfg = preset("paper", ds, device=a.device)
         for unit in a.units:
             mcfg = config_for(unit, ds)
             for k in a.ks:
-                fused, sep = [], []
-                for r in range(a.rounds):
-                    order = (("f", "s") if r % 2 == 0 else ("s", "f"))
-                    for which in order:
-                        if which == "f":
-                            torch.set_num_threads(cores if a.device == "cpu" else 1)
-                            fused.append(fused_job(mcfg, cfg, k, a.steps, a.device))
-                        else:
-                            sep.append(separate_job(mcfg, cfg, k, a.steps, a.device, cores))
-                f, s = statistics.median(fused), statistics.median(sep)
+                def fused(_r: int) -> float:
+                    torch.set_num_threads(cores if a.device == "cpu" else 1)
+                    return fused_job(mcfg, cfg, k, a.steps, a.device)
+
+                t = harness.alternate(a.rounds, {"fused": fused, "separate": lambda _r: separate_job(
+                    mcfg, cfg, k, a.steps, a.device, cores)})
+                f, s = statistics.median(t["fused"]), statistics.median(t["separate"])
                 imgs = k * a.steps * BATCH
-                line = (f"{ds:8s} {unit:10s} K={k}: fused {imgs / f:7.0f} img/s ({f:6.2f} s), separate "
+                rep.say(f"{ds:8s} {unit:10s} K={k}: fused {imgs / f:7.0f} img/s ({f:6.2f} s), separate "
                         f"{imgs / s:7.0f} img/s ({s:6.2f} s): fused/separate {s / f:.2f}x")
-                print(line, flush=True)
-                lines.append(line)
-    if a.out:
-        with open(a.out, "w") as fh:
-            fh.write("# python bench/fused.py " + " ".join(os.sys.argv[1:]) + "\n" + "\n".join(lines) + "\n")
+    rep.write()
     return 0
 
 

@@ -1,15 +1,7 @@
-"""The GPU check: environment, cuda tests, failure probes, throughput, lever A/Bs and fidelity, written section by section.
-
-    python bench/gpu_check.py --out docs/gpu-check.md [--data-root DIR] [--fidelity-iters 5000]
-
-Each section is appended to the report as soon as it is done, so a timeout still leaves the earlier ones.
-Without a CUDA GPU it prints one line and exits 0. Needs only torch, numpy, safetensors, tqdm (fvcore optional).
-"""
+"""Owns the GPU check: environment, cuda tests, failure probes, throughput, lever A/Bs and fidelity on a GPU."""
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -21,17 +13,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from mscompare.config import TrainConfig, config_for  # noqa: E402
-from mscompare.data import ArrayData  # noqa: E402
-from mscompare.models import build_model, list_units  # noqa: E402
-from mscompare.train import train  # noqa: E402
+# Only torch, numpy, safetensors and tqdm are needed: a lent GPU machine may lack fvcore, which nothing here imports.
+from bench import harness
+from mscompare.config import TrainConfig, config_for
+from mscompare.data import ArrayData
+from mscompare.models import build_model, list_units
+from mscompare.train import train
 
+ROOT = harness.REPO
 SHAPES = {"mnist": (1, 28), "cifar10": (3, 32)}
 
 
-class Report:
+class Sections:
+    """The markdown report, each section appended as soon as it is done, so a timeout still leaves the earlier ones."""
+
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,9 +188,7 @@ def fidelity(data_root: str, iters: int, runs_dir: Path) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(ROOT / "docs" / "gpu-check.md"))
-    ap.add_argument("--data-root", default=os.environ.get("MSCOMPARE_DATA_ROOT", "data"))
+    ap = harness.parser(__doc__, out=str(ROOT / "docs" / "gpu-check.md"), wait_quiet_s=None, data_root=True)
     ap.add_argument("--throughput-iters", type=int, default=300)
     ap.add_argument("--fidelity-iters", type=int, default=5000)
     ap.add_argument("--runs-dir", default=None)
@@ -203,13 +196,14 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA GPU here; nothing to check.")
         return 0
-    rep = Report(Path(a.out))
+    rep = Sections(Path(a.out))
     tmp = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     for title, fn in (("1. Environment", environment), ("2. Tests (cuda mark)", run_tests),
                       ("3. Failure probes", lambda: probes(tmp)),
                       ("4. Throughput (paper preset, batch 128)", lambda: throughput(a.throughput_iters)),
                       ("5. Lever A/Bs", levers),
-                      ("6. Fidelity on real MNIST", lambda: fidelity(a.data_root, a.fidelity_iters,
+                      ("6. Fidelity on real MNIST", lambda: fidelity(harness.data_root(a.data_root, "mnist"),
+                                                                     a.fidelity_iters,
                                                                      Path(a.runs_dir or tmp / "fidelity")))):
         t = time.perf_counter()
         try:

@@ -1,20 +1,13 @@
-"""Training throughput: our trainer vs a plain torchvision/PIL/DataLoader baseline, side by side in one process.
-
-    python bench/throughput.py [--data-root ../shared/datasets] [--iters 40] [--job] [--process-ab] [--device cpu|cuda]
-    python bench/throughput.py --compile-ab
-
-Both sides run on --device: on CUDA the baseline's batches move to the GPU each step, and the peak is the GPU's.
-
-Prints images/s per model and dataset shape, the ratio ours/baseline, achieved GFLOP/s as a fraction of
-this machine's fp32 matmul GFLOP/s (measured in the same run), and with --job the wall time of the
-whole "train all five models with the quick preset" job both ways.
-"""
+"""Owns the throughput benchmark: our trainer vs a plain torchvision/PIL/DataLoader baseline, alternating."""
 from __future__ import annotations
 
-import argparse
+import json
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -24,11 +17,11 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.datasets import VisionDataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from mscompare import MODELS, build_model, config_for  # noqa: E402
-from mscompare.data import Batches, load_dataset  # noqa: E402
-from mscompare.profile import profile_model  # noqa: E402
-from mscompare.train import preset, train  # noqa: E402
+from bench import harness
+from mscompare import MODELS, build_model, config_for
+from mscompare.data import Batches, load_dataset
+from mscompare.profile import profile_model
+from mscompare.train import preset, train
 
 
 class PILArrays(VisionDataset):
@@ -50,8 +43,9 @@ def baseline_loader(data, mean, std, shuffle=True, batch_size=128):
     return DataLoader(PILArrays(data.x.numpy(), data.y.numpy(), tf), batch_size=batch_size, shuffle=shuffle)
 
 
-def baseline_train(cfg, tcfg, train_data, test_data=None, timed=None, device="cpu"):
-    """Straightforward loop: NCHW model, DataLoader, default settings. Returns images/s (and accuracy)."""
+def baseline_train(cfg, tcfg, train_data, test_data=None, device="cpu") -> float:
+    """A straightforward loop: NCHW model, DataLoader, default settings, each batch moved to `device` per step.
+    Returns images/s, leaving out two warm-up steps and the evaluations."""
     torch.manual_seed(tcfg.seed)
     model = build_model(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
@@ -60,7 +54,7 @@ def baseline_train(cfg, tcfg, train_data, test_data=None, timed=None, device="cp
     while it < tcfg.iters:
         for x, y in baseline_loader(train_data, mean, std):
             if it == 2:
-                start = time.perf_counter()  # skip warm-up
+                start = time.perf_counter()
             model.train()
             x, y = x.to(device), y.to(device)
             loss = F.cross_entropy(model(x), y)
@@ -124,33 +118,29 @@ def pipeline_rates(data, batches=50) -> tuple[float, float]:
     return ours, batches * 128 / (time.perf_counter() - t)
 
 
-def cli_rate(model, dataset, root, iters, threads, env=None) -> float:
+def cli_rate(model, dataset, root, iters, threads) -> float:
     """images/s of one `mscompare train` process (so malloc and thread settings are its own)."""
-    import json
-    import os
-    import subprocess
-    import tempfile
-
-    cmd = [sys.executable, "-m", "mscompare", "train", "--model", model, "--dataset", dataset, "--data-root", root,
-           "--iters", str(iters), "--eval-every", str(iters), "--threads", str(threads), "--json",
-           "--runs-dir", tempfile.mkdtemp()]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, **(env or {})},
-                         cwd=Path(__file__).resolve().parent.parent).stdout
+    with tempfile.TemporaryDirectory(prefix="bench-throughput-") as runs:
+        cmd = [sys.executable, "-m", "mscompare", "train", "--model", model, "--dataset", dataset, "--data-root",
+               root, "--iters", str(iters), "--eval-every", str(iters), "--threads", str(threads), "--json",
+               "--runs-dir", runs]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=harness.REPO).stdout
     return json.loads(out.splitlines()[-1])["images_per_s"]
 
 
-def process_ab(model, dataset, root, iters):
+def process_ab(rep, model, dataset, root, iters, rounds) -> None:
     """Two 1-thread processes side by side vs one 2-thread process (the run manager's default concurrency)."""
-    from concurrent.futures import ThreadPoolExecutor
+    def pair(_r: int) -> float:
+        with ThreadPoolExecutor(2) as ex:
+            return sum(ex.map(lambda _: cli_rate(model, dataset, root, iters, 1), range(2)))
 
-    one = cli_rate(model, dataset, root, iters, 2)
-    with ThreadPoolExecutor(2) as ex:
-        pair = sum(ex.map(lambda _: cli_rate(model, dataset, root, iters, 1), range(2)))
-    print(f"{model} on {dataset}, separate processes: two 1-thread runs side by side {pair:.0f} img/s in total "
-          f"vs one 2-thread run {one:.0f} ({pair / one:.2f}x)")
+    r = harness.alternate(rounds, {"one": lambda _r: cli_rate(model, dataset, root, iters, 2), "pair": pair})
+    one, two = statistics.median(r["one"]), statistics.median(r["pair"])
+    rep.say(f"{model} on {dataset}, separate processes: two 1-thread runs side by side {two:.0f} img/s in total "
+            f"vs one 2-thread run {one:.0f} ({two / one:.2f}x)")
 
 
-def compile_ab(models, dataset, steps=20) -> None:
+def compile_ab(rep, models, dataset, steps=20) -> None:
     """Training-step images/s of our channels_last model, eager vs torch.compile (inductor), same process.
     Compile time is reported separately and left out of the rate."""
     shape = (1, 28) if dataset == "mnist" else (3, 32)
@@ -164,6 +154,7 @@ def compile_ab(models, dataset, steps=20) -> None:
             model = build_model(config_for(m, dataset)).to(memory_format=torch.channels_last)
             opt = torch.optim.Adam(model.parameters(), lr=1e-3)
             fwd = torch.compile(model) if mode == "compiled" else model
+
             def step():
                 loss = F.cross_entropy(fwd(x), y)
                 opt.zero_grad(set_to_none=True)
@@ -176,14 +167,15 @@ def compile_ab(models, dataset, steps=20) -> None:
             for _ in range(steps):
                 step()
             rates[mode] = steps * 128 / (time.perf_counter() - t)
-        print(f"{dataset:8} {m:10} eager {rates['eager']:5.0f} img/s, torch.compile {rates['compiled']:5.0f} img/s "
-              f"({rates['compiled'] / rates['eager']:.2f}x; first two steps {warm['compiled']:.0f} s to compile)")
+        rep.say(f"{dataset:8} {m:10} eager {rates['eager']:5.0f} img/s, torch.compile {rates['compiled']:5.0f} "
+                f"img/s ({rates['compiled'] / rates['eager']:.2f}x; first two steps {warm['compiled']:.0f} s "
+                "to compile)")
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+def main() -> int:
+    ap = harness.parser(__doc__, data_root=True)
     ap.add_argument("--iters", type=int, default=40)
+    ap.add_argument("--rounds", type=int, default=1, help="baseline/ours pairs per model, alternating order (median)")
     ap.add_argument("--datasets", nargs="+", default=["mnist", "cifar10"])
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--job", action="store_true", help="also time all five models under the quick preset")
@@ -191,60 +183,69 @@ def main():
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both sides train")
     ap.add_argument("--compile-ab", action="store_true", help="only A/B eager vs torch.compile training steps")
     a = ap.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    if a.compile_ab:
-        for d in a.datasets:
-            compile_ab(a.models, d)
-        return
     dev = a.device
     if dev == "cuda" and not torch.cuda.is_available():
         sys.exit("throughput: --device cuda, but no CUDA GPU is available here")
+    rep = harness.Report(a)
+    rep.say(f"{torch.get_num_threads()} threads, device {dev}")
+    if a.compile_ab:
+        for d in a.datasets:
+            compile_ab(rep, a.models, d)
+        rep.write()
+        return 0
     peak = matmul_gflops(device=dev, n=8192 if dev == "cuda" else 2048)
-    print(f"{dev}: fp32 matmul {peak:.0f} GFLOP/s (the ceiling below); bf16 matmul "
-          f"{matmul_gflops(torch.bfloat16, n=8192 if dev == 'cuda' else 512, reps=2, device=dev):.1f} GFLOP/s")
-    print(f"depthwise 3x3 fwd+bwd, channels_last vs NCHW: {dw_layout_speedup():.2f}x faster")
-    data = {d: load_dataset(d, a.data_root) for d in a.datasets}
+    rep.say(f"{dev}: fp32 matmul {peak:.0f} GFLOP/s (the ceiling below); bf16 matmul "
+            f"{matmul_gflops(torch.bfloat16, n=8192 if dev == 'cuda' else 512, reps=2, device=dev):.1f} GFLOP/s")
+    rep.say(f"depthwise 3x3 fwd+bwd, channels_last vs NCHW: {dw_layout_speedup():.2f}x faster")
+    roots = {d: harness.data_root(a.data_root, d) for d in a.datasets}
+    data = {d: load_dataset(d, roots[d]) for d in a.datasets}
     for d in a.datasets:
         ours, base = pipeline_rates(data[d][0])
-        print(f"batch pipeline alone, {d}: ours {ours:,.0f} img/s, PIL DataLoader {base:,.0f} img/s")
-    rows = []
+        rep.say(f"batch pipeline alone, {d}: ours {ours:,.0f} img/s, PIL DataLoader {base:,.0f} img/s")
+    rep.say(f"\n{'dataset':8} {'model':10} {'baseline img/s':>15} {'ours img/s':>11} {'ratio':>6} {'GFLOP/s':>8} "
+            f"{'of fp32 peak':>12}")
+    ratios = []
     for d in a.datasets:
+        tr, te = data[d]
         for m in a.models:
-            tcfg = preset("paper", d, iters=a.iters, eval_every=a.iters)
-            rows.append([d, m, baseline_train(config_for(m, d), tcfg, data[d][0], device=dev)])
-    for row in rows:
-        d, m = row[0], row[1]
-        tcfg = preset("paper", d, iters=a.iters, eval_every=a.iters, eval_subset=200, device=dev)
-        train(config_for(m, d), preset("paper", d, iters=3, eval_every=3, eval_subset=200, device=dev),
-              *data[d])  # warm-up
-        res = train(config_for(m, d), tcfg, data[d][0], data[d][1])
-        macs = profile_model(config_for(m, d)).macs
-        gflops = 6 * macs * res["images_per_s"] / 1e9  # forward + backward ~ 3 x forward, 2 FLOPs per MAC
-        row += [res["images_per_s"], gflops]
-    print(f"\n{'dataset':8} {'model':10} {'baseline img/s':>15} {'ours img/s':>11} {'ratio':>6} {'GFLOP/s':>8} "
-          f"{'of fp32 peak':>12}")
-    for d, m, base, ours, gf in rows:
-        print(f"{d:8} {m:10} {base:15.0f} {ours:11.0f} {ours / base:6.2f} {gf:8.1f} {gf / peak:12.1%}")
-    print(f"min ratio {min(r[3] / r[2] for r in rows):.2f}, geometric mean "
-          f"{np.exp(np.mean([np.log(r[3] / r[2]) for r in rows])):.2f}")
+            cfg = config_for(m, d)
+
+            def ours(_r: int) -> float:
+                train(cfg, preset("paper", d, iters=3, eval_every=3, eval_subset=200, device=dev), tr, te)  # warm-up
+                tcfg = preset("paper", d, iters=a.iters, eval_every=a.iters, eval_subset=200, device=dev)
+                return train(cfg, tcfg, tr, te)["images_per_s"]
+
+            r = harness.alternate(a.rounds, {"baseline": lambda _r: baseline_train(
+                cfg, preset("paper", d, iters=a.iters, eval_every=a.iters), tr, device=dev), "ours": ours})
+            base, own = statistics.median(r["baseline"]), statistics.median(r["ours"])
+            gf = 6 * profile_model(cfg).macs * own / 1e9  # forward + backward ~ 3 x forward, 2 FLOPs per MAC
+            ratios.append(own / base)
+            rep.say(f"{d:8} {m:10} {base:15.0f} {own:11.0f} {own / base:6.2f} {gf:8.1f} {gf / peak:12.1%}")
+    rep.say(f"min ratio {min(ratios):.2f}, geometric mean {statistics.geometric_mean(ratios):.2f}")
     if a.job:
         d = a.datasets[0]
         tr, te = data[d]
-        t = time.perf_counter()
-        for m in a.models:
-            baseline_train(config_for(m, d), preset("quick", d), tr, te.stratified(2000), device=dev)
-        tb = time.perf_counter() - t
-        t = time.perf_counter()
-        for m in a.models:
-            train(config_for(m, d), preset("quick", d, device=dev), tr, te)
-        to = time.perf_counter() - t
-        print(f"\nwhole job, five models x quick preset on {d}: baseline {tb:.0f} s, ours {to:.0f} s "
-              f"({tb / to:.2f}x)")
+
+        def job(side: str) -> float:
+            t = time.perf_counter()
+            for m in a.models:
+                if side == "baseline":
+                    baseline_train(config_for(m, d), preset("quick", d), tr, te.stratified(2000), device=dev)
+                else:
+                    train(config_for(m, d), preset("quick", d, device=dev), tr, te)
+            return time.perf_counter() - t
+
+        r = harness.alternate(a.rounds, {"baseline": lambda _r: job("baseline"), "ours": lambda _r: job("ours")})
+        tb, to = statistics.median(r["baseline"]), statistics.median(r["ours"])
+        rep.say(f"\nwhole job, five models x quick preset on {d}: baseline {tb:.0f} s, ours {to:.0f} s "
+                f"({tb / to:.2f}x)")
     if a.process_ab:
-        print()
+        rep.say()
         for m in ("alexnet", "ms_add"):
-            process_ab(m, a.datasets[0], a.data_root, max(a.iters, 60))
+            process_ab(rep, m, a.datasets[0], roots[a.datasets[0]], max(a.iters, 60), a.rounds)
+    rep.write()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
