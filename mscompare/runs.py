@@ -164,19 +164,22 @@ class RunStore:
         self._exec(f"UPDATE runs SET {cols} WHERE id=?", (*fields.values(), rid))
 
     def delete(self, rid: str) -> bool:
-        """Remove a finished run: its row, its curve, its checkpoint and its predictions file. Active runs stay."""
+        """Remove a finished run: its row, its curve, its checkpoint, its predictions and robustness files. Active
+        runs stay."""
         row = self.get(rid)
         if row is None:
             return False
         if row["status"] in ACTIVE:
             raise StoreError(f"run {rid} is {row['status']}; cancel it before deleting it")
         from mscompare.predictions import delete as delete_predictions
+        from mscompare.robustness import delete as delete_robustness
 
         self._exec("DELETE FROM points WHERE run_id=?", (rid,))
         self._exec("DELETE FROM runs WHERE id=?", (rid,))
         if row.get("checkpoint") and Path(row["checkpoint"]).parent == self.dir / "checkpoints":
             Path(row["checkpoint"]).unlink(missing_ok=True)
         delete_predictions(self.dir, rid)
+        delete_robustness(self.dir, rid)
         return True
 
     def add_point(self, rid: str, it: int, test_acc: float, loss: float, images_per_s: float) -> None:
