@@ -40,7 +40,7 @@ def service() -> Service:
 def yield_to_training() -> None:
     """While runs train on this machine (the app's, a sweep's, or a CLI run's: each training process announces
     itself, threads.announce_training), this page's work (predictions, charts, tables) runs at a lower priority
-    so that the runs keep their cores beside a busy browser (bench/shared_machine.py). Only this script thread
+    so that the runs keep their cores beside a busy browser (docs/bench-shared-machine.txt). Only this script thread
     is lowered; Streamlit starts a new one for every rerun, and runs are never started from a page that calls
     this (workers and their slot threads come from the Service, created before the first call)."""
     from mscompare.threads import PAGE_NICE, lower_thread_priority, training_processes

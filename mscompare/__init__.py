@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 
 # Loaded on first use, so a process can set its thread policy (mscompare.threads) before torch loads.
-_EXPORTS = {"DATASETS": "config", "config_for": "config", "preset": "config", "TrainConfig": "config",
+_EXPORTS = {"DATASETS": "datasets", "config_for": "config", "preset": "config", "TrainConfig": "config",
             "ModelConfig": "models", "MODELS": "models", "build_model": "models", "count_params": "models",
             "register_unit": "models", "get_unit": "models", "list_units": "models", "unit_params": "models"}
 __all__ = sorted(_EXPORTS)

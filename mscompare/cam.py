@@ -12,9 +12,9 @@ from PIL import Image
 
 from mscompare.predict import model_input
 
-# Grad-CAM's layer per unit type. Every type uses its last unit's output, net.units[-1]: the last spatial
+# Grad-CAM's layer, and why, for the paper's unit types. Every type (a new one too) uses its last unit's output, net.units[-1]: the last spatial
 # feature map, which the classifier reads after one 2x2 max-pool and the flatten (there is no conv after it),
-# and the same point in every network, so the maps of the five unit types compare like for like.
+# and the same point in every network, so the maps of every unit type compare like for like.
 TARGET_LAYERS = {
     "alexnet": "units[-1]: the unit's ReLU output (conv 3x3 -> BN -> ReLU)",
     "mobilenet": "units[-1]: the pointwise 1x1 ConvBN's ReLU output, after the depthwise 3x3",

@@ -8,7 +8,8 @@ import sys
 import threading
 from dataclasses import replace
 
-from mscompare.config import DATASETS, PRESETS, preset
+from mscompare.config import PRESETS, preset
+from mscompare.datasets import DATASETS
 from mscompare.models import MAX_UNITS, list_units
 
 

@@ -1,43 +1,13 @@
-"""The dataset registry, the training presets table and TrainConfig, with the argument checks all callers share."""
+"""The training presets table and TrainConfig, with the argument checks all callers share; config_for builds models."""
 from __future__ import annotations
 
 import dataclasses
 import math
 from dataclasses import dataclass
 
+from mscompare.datasets import DATASETS
 from mscompare.models import MAX_UNITS, ModelConfig, check, get_unit, known_fields
 
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What we know about a built-in dataset before loading it. `units_source` says whether the unit
-    counts are the paper's (section 4's text) or our own choice where the text gives none."""
-
-    in_channels: int
-    input_size: int
-    num_classes: int
-    units: int  # units per network, every model but googlenet
-    googlenet_units: int
-    units_source: str
-    iters: int  # the paper's training iterations at batch 128
-    eval_every: int  # "testing is once per training N times"
-    mean: tuple = ()  # per-channel train mean on the 0..1 scale, for reference (training measures its own)
-
-    def units_for(self, model: str) -> int:
-        return self.googlenet_units if model == "googlenet" else self.units
-
-    @property
-    def shape(self) -> dict:
-        return {"in_channels": self.in_channels, "input_size": self.input_size, "num_classes": self.num_classes}
-
-
-DATASETS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec(1, 28, 10, 2, 2, "paper", 5000, 100, (0.1307,)),
-    "cifar10": DatasetSpec(3, 32, 10, 3, 2, "paper", 5000, 100, (0.4914, 0.4822, 0.4465)),
-    "svhn": DatasetSpec(3, 32, 10, 3, 2, "paper", 10000, 100, (0.4377, 0.4438, 0.4728)),
-    # The text gives no unit counts for Tiny ImageNet: we reuse the CIFAR-10/SVHN framework (our choice).
-    "tiny-imagenet": DatasetSpec(3, 64, 200, 3, 2, "ours", 42000, 3000, (0.4802, 0.4481, 0.3975)),
-}
 
 # Training presets, one commented table (airbench style). Missing keys take TrainConfig's defaults.
 PRESETS: dict[str, dict] = {

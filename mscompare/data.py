@@ -1,13 +1,15 @@
 """Datasets: find, download or decode them once, cache as uint8 npz, and serve normalized batches from memory.
 
 A dataset is `<root>/<name>/{train,test}.npz` (uint8 x: N x H x W x C, y: class indices) with classes.txt, or image
-folders `<root>/<name>/{train,test}/<class>/*`, or a built-in's official files. Messy data works or fails clearly:
+folders `<root>/<name>/{train,test}/<class>/*`, or a built-in's official files (its loader in the
+registry, mscompare.datasets). Messy data works or fails clearly:
 - Names are plain folder names (letters, digits, . _ -); the data root must exist and is never created.
 - Train defines the one class list (its sorted folder names, or classes.txt); test folders map onto it and may lack
   some classes, but a test class train lacks is an error. Dotfiles, dot-folders, __MACOSX, Thumbs.db are ignored.
-- Image modes are converted: RGB if any image of the split is colour, else L (16-bit scaled to 8-bit, alpha
-  dropped); load_dataset repeats a grey split to RGB when the other split is colour. An npz must hold 1 or 3
-  channels (RGBA or others are an error naming the file).
+- Image modes follow mscompare.images' one rule per mode (alpha onto white, 16-bit scaled, float refused), the
+  same as for uploads. A split is RGB if any of its images is colour, else L; load_dataset repeats a grey split
+  to RGB when the other split is colour. An npz must hold 1 or 3 channels (RGBA or others are an error naming
+  the file).
 - Sizes: all images must share one square size, else the error lists the sizes found (count and an example file
   each); `size=S` resizes every decoded image to SxS instead (bilinear, aspect ratio not kept).
 - A corrupt, non-image or unlabelled file is an error naming it; `skip_bad=True` skips such files, lists them in
@@ -24,216 +26,23 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import re
 import warnings
-import zipfile
-import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-BUILTIN = ("mnist", "cifar10", "svhn", "tiny-imagenet")
-CACHE_VERSION = 2  # bump when decoding changes, so old caches of decoded sources are rebuilt
+from mscompare import datasets, loaders
+from mscompare.arrays import (ROOT_HINT, ArrayData, DatasetError, DatasetWarning, load_npz, numeric_classes,
+                              open_npz, read_classes)
+
+__all__ = ["ArrayData", "Batches", "DatasetError", "DatasetWarning", "load_dataset", "load_split", "load_npz",
+           "save_npz", "train_classes"]
+CACHE_VERSION = 3  # bump when decoding changes, so old caches of decoded sources are rebuilt
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-ROOT_HINT = ("point the data root (the CLI's --data-root, the app's $MSCOMPARE_DATA_ROOT) at the folder that holds "
-             "one folder per dataset; create it first")
-
-
-class DatasetError(RuntimeError):
-    """A dataset could not be found, downloaded or decoded; the message says what to do."""
-
-
-class DatasetWarning(UserWarning):
-    """Data was usable but something was left out (skip_bad=True skipped files)."""
-
-
-def labels(y, num_classes: int | None, at: str = "") -> torch.Tensor:
-    """1-D int64 class indices from y, or a DatasetError saying what is wrong with them (prefixed by `at`)."""
-    a = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-    if a.dtype.kind not in "iuf":
-        raise DatasetError(f"{at}labels must be integer class indices, got dtype {a.dtype}; map names to indices "
-                           f"and list the names in classes.txt")
-    if a.ndim == 2 and a.shape[1] == 1:
-        a = a[:, 0]
-    elif a.ndim == 2:
-        ok = ((a == 0) | (a == 1)).all(1) & (a.sum(1) == 1)
-        if not ok.all():
-            i = int(np.argmin(ok))
-            raise DatasetError(f"{at}labels have shape {a.shape}; 2-D labels are read only as one-hot rows (one 1, "
-                               f"the rest 0) and row {i} is {a[i][:12].tolist()}; store 1-D class indices instead")
-        if num_classes is not None and a.shape[1] != num_classes:
-            raise DatasetError(f"{at}one-hot labels have {a.shape[1]} columns but there are {num_classes} classes")
-        a = a.argmax(1)
-    elif a.ndim != 1:
-        raise DatasetError(f"{at}labels must be 1-D class indices (N,), got shape {a.shape}")
-    if a.dtype.kind == "f" and len(a):
-        bad = ~np.isfinite(a) | (a != np.round(a))
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise DatasetError(f"{at}label {a[i].item()} (index {i}) is not a whole number; labels are class "
-                               f"indices")
-    if len(a):
-        lo, hi = a.min(), a.max()
-        top = num_classes if num_classes is not None else 2 ** 31
-        if lo < 0 or hi >= top:
-            out = (a < 0) | (a >= top)
-            i = int(np.argmax(out))
-            raise DatasetError(f"{at}{int(out.sum())} label(s) outside 0..{top - 1}, e.g. {a[i].item()} at index {i}"
-                               + (f"; there are {num_classes} classes: fix the labels or the class list (classes.txt)"
-                                  if num_classes is not None else ""))
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
-
-
-@dataclass
-class ArrayData:
-    """One split in memory: x uint8 (N, H, W, C), y int64 (N,), and class names in label order."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-    classes: list[str]
-    source: str = ""  # where it came from, named in error messages
-    skipped: list[str] = field(default_factory=list)  # "<file>: <why>" for each bad file skipped (skip_bad=True)
-
-    def __post_init__(self):
-        at = f"{self.source}: " if self.source else ""
-        self.x = torch.as_tensor(self.x)
-        if self.x.ndim != 4 or self.x.dtype != torch.uint8:
-            raise DatasetError(f"{at}x must be uint8 N x H x W x C, got {tuple(self.x.shape)} {self.x.dtype}")
-        if self.x.shape[3] > 4 and self.x.shape[1] in (1, 3, 4):
-            raise DatasetError(f"{at}x {tuple(self.x.shape)} looks channels-first; store N x H x W x C "
-                               f"(numpy: x.transpose(0, 2, 3, 1))")
-        if self.x.shape[3] not in (1, 3):
-            raise DatasetError(f"{at}x {tuple(self.x.shape)} has {self.x.shape[3]} channels; 1 (grey) or 3 (RGB) "
-                               f"channels are supported" + (", so drop alpha (numpy: x[..., :3])"
-                                                            if self.x.shape[3] == 4 else ""))
-        self.classes = [str(c) for c in self.classes]
-        self.y = labels(self.y, len(self.classes), at)
-        if len(self.x) != len(self.y):
-            raise DatasetError(f"{at}x has {len(self.x)} images but y has {len(self.y)} labels")
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """(channels, height, width)."""
-        return self.x.shape[3], self.x.shape[1], self.x.shape[2]
-
-    def mean_std(self) -> tuple[list[float], list[float]]:
-        """Per-channel mean and std (0..1 scale) over every image, from exact per-channel value histograms
-        counted in chunks: CIFAR-10's train set takes about a second and ~50 MB, whatever its order."""
-        if not len(self):
-            raise DatasetError(f"{self.source or 'dataset'}: no images to compute normalization statistics from")
-        c = self.x.shape[3]
-        flat, offs = self.x.reshape(-1, c), torch.arange(c, dtype=torch.int32)
-        counts = torch.zeros(256 * c, dtype=torch.int64)
-        step = max(1, (1 << 22) // c)
-        for i in range(0, len(flat), step):
-            counts += torch.bincount((flat[i:i + step].int() * c + offs).flatten(), minlength=256 * c)
-        cnt, v = counts.view(256, c).double(), torch.arange(256, dtype=torch.float64).view(256, 1) / 255
-        n = cnt.sum(0)
-        mean = (cnt * v).sum(0) / n
-        var = ((cnt * v * v).sum(0) / n - mean ** 2).clamp_min(0) * n / (n - 1).clamp_min(1)
-        return mean.tolist(), var.sqrt().tolist()
-
-    def stratified(self, n: int, seed: int = 0) -> "ArrayData":
-        """A class-balanced subset of about n items (the CIFAR-10 copy's test split is sorted by class)."""
-        if n >= len(self):
-            return self
-        g = torch.Generator().manual_seed(seed)
-        k = max(1, n // len(self.classes))
-        idx = [i[torch.randperm(len(i), generator=g)[:k]] for c in range(len(self.classes))
-               if len(i := (self.y == c).nonzero().flatten())]
-        idx = torch.cat(idx).sort().values
-        return replace(self, x=self.x[idx], y=self.y[idx])
-
-
-def read_classes(path: Path) -> list[str]:
-    names = [c.strip() for c in path.read_text().splitlines() if c.strip()]
-    dup = sorted({c for c in names if names.count(c) > 1})
-    if dup:
-        raise DatasetError(f"{path} lists {', '.join(map(repr, dup[:5]))} more than once; one class per line")
-    return names
-
-
-def numeric_classes(y, where: Path) -> list[str]:
-    """Class names "0".."k" for labels without a classes.txt."""
-    t = labels(y, None, f"{where}: ")
-    n = int(t.max()) + 1 if len(t) else 0
-    if n > 100_000:
-        raise DatasetError(f"{where}: label {n - 1} would mean {n} classes; check the labels or add classes.txt")
-    return [str(i) for i in range(n)]
-
-
-def _memory() -> int | None:
-    """This machine's physical memory in bytes, or None where the OS doesn't say."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def _check_member(path: Path, zf: zipfile.ZipFile, key: str) -> None:
-    """Check the .npy header behind `key` before numpy allocates its array: a header that claims more data than
-    the member stores, or more than this machine's memory, is an error naming the claimed shape."""
-    name = f"{key}.npy" if f"{key}.npy" in zf.namelist() else key
-    with zf.open(name) as f:
-        version = np.lib.format.read_magic(f)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read(f)
-        stored = zf.getinfo(name).file_size - f.tell()
-    if dtype.hasobject:  # pickled objects: numpy itself refuses them (allow_pickle=False)
-        return
-    need, mem = math.prod(shape) * dtype.itemsize, _memory()
-    what = f"{path}: '{key}' claims shape {shape} {dtype} ({need:,} bytes)"
-    if need > stored:
-        raise DatasetError(f"{what} but stores only {stored:,} bytes; the file is damaged or was not written by "
-                           f"numpy.savez, so write it again")
-    if mem is not None and need > mem:
-        raise DatasetError(f"{what}, more than this machine's {mem:,} bytes of memory; use a smaller subset")
-
-
-def _read_npz(path: Path, z, keys) -> list[np.ndarray]:
-    """The arrays `keys` of an open NpzFile, each checked from its header first."""
-    with z:
-        missing = [k for k in keys if k not in z.files]
-        if missing:
-            raise KeyError(f"it has arrays {z.files}, missing {missing}")
-        for k in keys:
-            _check_member(path, z.zip, k)
-        return [z[k] for k in keys]
-
-
-def _open_npz(path: Path, keys=("x", "y")) -> list[np.ndarray]:
-    try:
-        with open(path, "rb") as f:  # our own handle: np.load leaks its own when a zip fails to open
-            z = np.load(f, allow_pickle=False)
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise ValueError(f"it holds a single {type(z).__name__}, not named arrays")
-            return _read_npz(path, z, keys)
-    except MemoryError as e:
-        raise DatasetError(f"{path}: not enough memory to load its arrays; use a smaller subset") from e
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as e:
-        raise DatasetError(f"{path} is not a valid dataset npz (needs uint8 'x' N x H x W x C and 'y' class "
-                           f"indices): {e}") from e
-
-
-def load_npz(path: Path, classes: list[str] | None = None) -> ArrayData:
-    """One split from an npz; classes default to classes.txt beside it, else "0".."max label"."""
-    x, y = _open_npz(path)
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.dtype != np.uint8:
-        raise DatasetError(f"{path}: 'x' must be uint8 (0..255), got {x.dtype}; convert with "
-                           f"np.clip(x * 255, 0, 255).round().astype(np.uint8) if it is 0..1 floats")
-    if classes is None:
-        cfile = path.parent / "classes.txt"
-        classes = read_classes(cfile) if cfile.is_file() else numeric_classes(y, path)
-    return ArrayData(torch.from_numpy(x), y, classes, source=str(path))
 
 
 def _sidecar(cache: Path) -> Path:
@@ -287,14 +96,12 @@ def _location(name: str, root) -> tuple[Path, Path]:
 
 def train_classes(d: Path) -> list[str] | None:
     """The dataset's class list as train defines it, for decoding or reading the test split."""
-    from mscompare import loaders
-
     if (d / "train").is_dir():
         return loaders.visible_dirs(d / "train")
     if (d / "classes.txt").is_file():
         return read_classes(d / "classes.txt")
     if (d / "train.npz").is_file():
-        return numeric_classes(_open_npz(d / "train.npz", ("y",))[0], d / "train.npz")
+        return numeric_classes(open_npz(d / "train.npz", ("y",))[0], d / "train.npz")
     return None
 
 
@@ -306,12 +113,10 @@ def load_split(name: str, root: str | Path = "data", train: bool = True, downloa
     skip_bad: skip corrupt, non-image or unlabelled files instead of failing (listed in .skipped).
     size: resize every decoded image to size x size instead of requiring one square size.
     """
-    from mscompare import loaders
-
     root, d = _location(name, root)
     split = "train" if train else "test"
     cache = d / f"{split}.npz"
-    src = loaders.source(name, root, d, train)
+    src = _source(name, root, d, train)
     extra = {"version": CACHE_VERSION, "size": size, "skip_bad": skip_bad, "classes": src and src[3]}
     data = None
     if cache.is_file() and src is None:
@@ -323,7 +128,7 @@ def load_split(name: str, root: str | Path = "data", train: bool = True, downloa
                 data = load_npz(cache, side["classes"])
                 data.skipped = side["skipped"]
     if data is None:
-        data, src = loaders.decode_split(name, root, d, src, train, download, size, skip_bad)
+        data, src = _decode_split(name, root, d, src, train, download, size, skip_bad)
         extra["classes"] = src[3]
         meta = {"fingerprint": loaders.fingerprint(src[2], src[1].parent, extra), "source": str(src[1]),
                 "options": {"size": size, "skip_bad": skip_bad}, "classes": data.classes,
@@ -332,6 +137,43 @@ def load_split(name: str, root: str | Path = "data", train: bool = True, downloa
             save_npz(cache, data, meta)
     _check(data, name, split, size)
     return data
+
+
+def _source(name: str, root: Path, d: Path, train: bool):
+    """(kind, folder, files to fingerprint, test-split class list) of the split's decodable source, or None.
+    A built-in's official files come first (Tiny ImageNet's layout may be the dataset folder itself)."""
+    split, spec = ("train" if train else "test"), datasets.get(name)
+    if spec and spec.loader and (found := spec.loader.locate(root, d, train)):
+        return "official", found[0], found[1], None
+    if (d / split).is_dir():
+        return "folder", d / split, [d / split], None if train else train_classes(d)
+    return None
+
+
+def _decode_split(name: str, root: Path, d: Path, src, train: bool, download: bool, size, skip_bad: bool):
+    """Decode the split from its source (downloading a built-in's official files when allowed): (data, source)."""
+    split, spec = ("train" if train else "test"), datasets.get(name)
+    cache = d / f"{split}.npz"
+    if src and src[0] == "folder":
+        return loaders.image_folder(src[1], src[3], size, skip_bad), src
+    if spec is None or spec.loader is None:
+        raise DatasetError(
+            f"dataset {name!r} not found: looked for {cache} and {d / split}/<class>/*. A user dataset is either "
+            f"{d}/train.npz + test.npz (uint8 x: N x H x W x C, y: labels) or image folders "
+            f"{d}/train/<class>/ and {d}/test/<class>/; built-ins are {', '.join(datasets.list_datasets())}.")
+    try:
+        with loaders.net_timeout(15):
+            data = spec.loader.load(root, d, train, download, size, skip_bad)
+    except DatasetError:
+        raise
+    except Exception as e:  # missing files, no network, corrupt archive: one clear message
+        raise DatasetError(
+            f"dataset {name!r} ({split}) is not available: looked for {cache}, {d / split}/<class>/ and "
+            f"{spec.loader.where(root, d)}, and {'the download failed' if download else 'downloading is off'} "
+            f"({type(e).__name__}: {str(e)[:200]}). Supply it by placing {split}.npz (uint8 x: N x H x W x C, "
+            f"y: labels) and classes.txt in {d}, or the official files there, or {ROOT_HINT}.") from e
+    found = spec.loader.locate(root, d, train)
+    return data, ("official", *found, None) if found else src
 
 
 def _check(data: ArrayData, name: str, split: str, size: int | None) -> None:

@@ -18,7 +18,7 @@ from mscompare.config import TrainConfig
 from mscompare.models import ModelConfig
 from mscompare.predictions import path_for as predictions_path
 from mscompare.runs import ACTIVE, RunStore, StoreError, owner_id
-from mscompare.threads import auto_concurrency, policy, process_nice, worker_env
+from mscompare.threads import GPU_SLOTS, auto_concurrency, policy, process_nice, worker_env
 
 MAX_SLOTS = 8  # the most runs side by side the app offers
 KILL_AFTER = 10.0  # seconds a cancelled worker gets to stop before it is killed
@@ -262,6 +262,7 @@ class RunManager:
         self._group: dict[str, tuple[str, ...]] = {}
         self._cancel: set[str] = set()
         self._threads: list[threading.Thread] = []
+        self._gpu = threading.Semaphore(GPU_SLOTS)
         self.set_concurrency(self.concurrency)
 
     def set_concurrency(self, n: int) -> None:
@@ -377,7 +378,8 @@ class RunManager:
             if not rids:
                 continue
             try:
-                ended = self._run_in_worker(rids, fuse)
+                with self._gpu if self._on_gpu(rids[0]) else contextlib.nullcontext():
+                    ended = self._run_in_worker(rids, fuse)
             except Exception as e:  # noqa: BLE001 - the slot survives anything, the runs record why they failed
                 ended = dict.fromkeys(rids, ("failed", failure_message(e)))
             for rid in rids:
@@ -389,6 +391,11 @@ class RunManager:
                     self._set(rid, status=row["status"], message=row["message"], test_acc=row["test_acc"])
                 except Exception as e:  # noqa: BLE001 - e.g. the store is unwritable: show it live
                     self._set(rid, status="failed", message=failure_message(e))
+
+    def _on_gpu(self, rid: str) -> bool:
+        from mscompare.train import resolve_device
+
+        return resolve_device(json.loads(self.store.get(rid)["train_config"]).get("device", "auto")).type == "cuda"
 
     def _run_in_worker(self, rids: list[str], fuse: str) -> dict[str, tuple[str, str]]:
         """Train `rids` (one group) in a fresh worker process; (status, message) of each run the worker didn't

@@ -1,4 +1,4 @@
-"""Decoders for on-disk formats (image folders, Tiny ImageNet, torchvision's files) and source fingerprints."""
+"""Readers of on-disk formats (image folders, the Tiny ImageNet layout, torchvision's files) and source fingerprints."""
 from __future__ import annotations
 
 import contextlib
@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mscompare.data import BUILTIN, ROOT_HINT, ArrayData, DatasetError, train_classes
+from mscompare import images
+from mscompare.arrays import ArrayData, DatasetError
 
 TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 JUNK = {"__MACOSX", "Thumbs.db", "desktop.ini"}  # ignored like dotfiles: OS and archive leftovers
-GRAY = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N"}
 TINY_DIR = "tiny-imagenet-200"
 SKIP_HINT = ("remove or replace it, or set the skip-bad-files option (--skip-bad, skip_bad=True) to skip bad files "
              "and count them")
@@ -60,31 +60,14 @@ def fingerprint(paths: list[Path], base: Path, extra) -> str:
 
 
 def decode(path: Path, size: int | None) -> np.ndarray:
-    """uint8 H x W (grayscale modes) or H x W x 3 (colour modes); 16-bit is scaled to 8-bit, alpha is dropped."""
-    from PIL import Image
-
+    """uint8 H x W (grey modes) or H x W x 3 (colour modes), by images.normalize's one rule per mode."""
     if path.suffix.lower() not in IMAGE_EXTS:
         raise BadFile(f"not an image file (extension {path.suffix or 'none'!r}; images are "
                       f"{', '.join(sorted(IMAGE_EXTS))})")
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode == "I" or im.mode.startswith("I;16"):  # 16-bit grey: scale 0..65535 to 0..255, don't clip
-                a = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
-                im = Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8), "L")
-            elif im.mode == "F":
-                raise BadFile("32-bit float pixels (mode F) have no fixed range; save it as 8- or 16-bit")
-            elif im.mode in GRAY:
-                im = im.convert("L")
-            else:  # RGB, RGBA, P, PA, CMYK, YCbCr, ...
-                im = im.convert("RGBA" if im.mode in ("P", "PA") else im.mode).convert("RGB")
-            if size and im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(im).copy()
-    except BadFile:
-        raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise BadFile(f"cannot be decoded as an image ({type(e).__name__}: {e})") from e
+        return images.pixels(images.open_image(path, formats=None, max_bytes=None), size)
+    except images.ImageError as e:
+        raise BadFile(f"cannot be decoded as an image ({e})") from e
 
 
 def collect(items: list[tuple[Path, int]], classes: list[str], where: Path, size: int | None, skip_bad: bool,
@@ -241,25 +224,69 @@ def tiny_imagenet(base: Path, train: bool, size: int | None, skip_bad: bool) -> 
     return data
 
 
-def download_tiny(root: Path, url: str) -> Path:
-    from torchvision.datasets.utils import download_and_extract_archive
-
-    download_and_extract_archive(url, str(root / "tiny-imagenet" / "raw"))
-    return root / "tiny-imagenet" / "raw" / TINY_DIR
-
-
-def torchvision_split(name: str, raw: Path, train: bool, download: bool) -> ArrayData:
+def _mnist(raw: Path, train: bool, download: bool) -> ArrayData:
     from torchvision import datasets as tvd
 
-    if name == "mnist":
-        ds = tvd.MNIST(raw, train=train, download=download)
-        return ArrayData(ds.data.unsqueeze(-1).contiguous(), ds.targets, [str(i) for i in range(10)], source=str(raw))
-    if name == "cifar10":
-        ds = tvd.CIFAR10(raw, train=train, download=download)
-        return ArrayData(torch.from_numpy(ds.data), torch.tensor(ds.targets), list(ds.classes), source=str(raw))
+    ds = tvd.MNIST(raw, train=train, download=download)
+    return ArrayData(ds.data.unsqueeze(-1).contiguous(), ds.targets, [str(i) for i in range(10)], source=str(raw))
+
+
+def _cifar10(raw: Path, train: bool, download: bool) -> ArrayData:
+    from torchvision import datasets as tvd
+
+    ds = tvd.CIFAR10(raw, train=train, download=download)
+    return ArrayData(torch.from_numpy(ds.data), torch.tensor(ds.targets), list(ds.classes), source=str(raw))
+
+
+def _svhn(raw: Path, train: bool, download: bool) -> ArrayData:
+    from torchvision import datasets as tvd
+
     ds = tvd.SVHN(raw, split="train" if train else "test", download=download)  # labels 0-9 (torchvision maps 10 -> 0)
     x = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 2, 3, 1)))
     return ArrayData(x, torch.from_numpy(ds.labels.astype(np.int64)), [str(i) for i in range(10)], source=str(raw))
+
+
+class TorchvisionFiles:
+    """A built-in's official files in `<root>/<name>/raw`, read (and downloaded) by a torchvision dataset class."""
+
+    def __init__(self, read):
+        self.read = read
+
+    def locate(self, root: Path, d: Path, train: bool) -> tuple[Path, list[Path]] | None:
+        """(folder, files to fingerprint) of the files already here, or None."""
+        return (d / "raw", [d / "raw"]) if (d / "raw").is_dir() else None
+
+    def where(self, root: Path, d: Path) -> str:
+        return f"the official files under {d / 'raw'}"
+
+    def load(self, root: Path, d: Path, train: bool, download: bool, size, skip_bad: bool) -> ArrayData:
+        return self.read(d / "raw", train, download)
+
+
+class TinyImageNetFiles:
+    """The official Tiny ImageNet layout (see tiny_imagenet), unpacked in one of tiny_candidates or downloaded."""
+
+    def locate(self, root: Path, d: Path, train: bool) -> tuple[Path, list[Path]] | None:
+        base = tiny_base(root)
+        return (base, tiny_sources(base, train)) if base else None
+
+    def where(self, root: Path, d: Path) -> str:
+        return ", ".join(f"{c}/wnids.txt" for c in tiny_candidates(root))
+
+    def load(self, root: Path, d: Path, train: bool, download: bool, size, skip_bad: bool) -> ArrayData:
+        base = tiny_base(root)
+        if base is None:
+            if not download:
+                raise FileNotFoundError("no unpacked tiny-imagenet-200 folder")
+            from torchvision.datasets.utils import download_and_extract_archive
+
+            download_and_extract_archive(TINY_URL, str(root / "tiny-imagenet" / "raw"))
+            base = root / "tiny-imagenet" / "raw" / TINY_DIR
+        return tiny_imagenet(base, train, size, skip_bad)
+
+
+MNIST, CIFAR10, SVHN, TINY_IMAGENET = (TorchvisionFiles(_mnist), TorchvisionFiles(_cifar10), TorchvisionFiles(_svhn),
+                                      TinyImageNetFiles())
 
 
 @contextlib.contextmanager
@@ -270,50 +297,3 @@ def net_timeout(seconds: float):
         yield
     finally:
         socket.setdefaulttimeout(old)
-
-
-def source(name: str, root: Path, d: Path, train: bool):
-    """(kind, folder, files to fingerprint, test-split class list) of the split's decodable source, or None."""
-    split = "train" if train else "test"
-    if name == "tiny-imagenet" and (base := tiny_base(root)):
-        return "tiny", base, tiny_sources(base, train), None if train else visible_dirs(base / "train")
-    if (d / split).is_dir():
-        return "folder", d / split, [d / split], None if train else train_classes(d)
-    if name in BUILTIN and name != "tiny-imagenet" and (d / "raw").is_dir():
-        return "raw", d / "raw", [d / "raw"], None
-    return None
-
-
-def decode_split(name: str, root: Path, d: Path, src, train: bool, download: bool, size, skip_bad: bool):
-    """Decode the split from its source (downloading a built-in when allowed); returns (data, source)."""
-    split, cache = ("train" if train else "test"), d / f"{'train' if train else 'test'}.npz"
-    if src and src[0] == "tiny":
-        return tiny_imagenet(src[1], train, size, skip_bad), src
-    if src and src[0] == "folder":
-        return image_folder(src[1], src[3], size, skip_bad), src
-    if name not in BUILTIN:
-        raise DatasetError(
-            f"dataset {name!r} not found: looked for {cache} and {d / split}/<class>/*. A user dataset is either "
-            f"{d}/train.npz + test.npz (uint8 x: N x H x W x C, y: labels) or image folders "
-            f"{d}/train/<class>/ and {d}/test/<class>/; built-ins are {', '.join(BUILTIN)}.")
-    raw = d / "raw"
-    where = (", ".join(f"{c}/wnids.txt" for c in tiny_candidates(root)) if name == "tiny-imagenet"
-             else f"the official files under {raw}")
-    try:
-        with net_timeout(15):
-            if name == "tiny-imagenet":
-                if not download:
-                    raise FileNotFoundError("no unpacked tiny-imagenet-200 folder")
-                base = download_tiny(root, TINY_URL)
-                src = source(name, root, d, train)
-                return tiny_imagenet(base, train, size, skip_bad), src
-            data = torchvision_split(name, raw, train, download)
-            return data, ("raw", raw, [raw], None)
-    except DatasetError:
-        raise
-    except Exception as e:  # missing files, no network, corrupt archive: one clear message
-        raise DatasetError(
-            f"dataset {name!r} ({split}) is not available: looked for {cache}, {d / split}/<class>/ and {where}, "
-            f"and {'the download failed' if download else 'downloading is off'} ({type(e).__name__}: "
-            f"{str(e)[:200]}). Supply it by placing {split}.npz (uint8 x: N x H x W x C, y: labels) and classes.txt "
-            f"in {d}, or the official files there, or {ROOT_HINT}.") from e

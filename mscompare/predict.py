@@ -1,122 +1,21 @@
-"""Predictions from shipped checkpoints or finished runs: safe decoding of uploads and drawings, preprocessing."""
+"""Predictions from shipped checkpoints or finished runs: preprocessing uploads and drawings (decoded by images)."""
 from __future__ import annotations
 
 import io
-import re
-import stat
-import struct
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from mscompare.checkpoints import SHIPPED, CheckpointError, load_checkpoint, read_manifest
+from mscompare.images import GRAY_MODES, ImageError, open_image, to_rgb
 
-FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "GIF")  # the only formats Pillow may decode; the uploader's types follow
-ACCEPTED = ", ".join({"WEBP": "WebP"}.get(f, f) for f in FORMATS[:-1]) + f" or {FORMATS[-1]}"
-MAX_BYTES = 20 * 2**20  # .streamlit/config.toml's server.maxUploadSize is this in MB
-MAX_MB = MAX_BYTES // 2**20
-MAX_PIXELS = 40_000_000
-GRAY_MODES = ("1", "L", "LA", "La", "I", "F")
-
-
-class ImageError(ValueError):
-    """The upload is not a usable image; the message says why (and names the upload when given a name)."""
 
 
 class PredictionError(RuntimeError):
     """A model gave no usable answer for an image (a non-finite output)."""
-
-
-def upload_types() -> list[str]:
-    """File extensions of FORMATS, for st.file_uploader(type=...)."""
-    return sorted(ext[1:] for ext, fmt in Image.registered_extensions().items() if fmt in FORMATS)
-
-
-def _too_many_pixels(w: int, h: int) -> str:
-    return (f"the image has too many pixels: {w}x{h} is {w * h / 1e6:.1f} megapixels; "
-            f"the limit is {MAX_PIXELS / 1e6:g} megapixels")
-
-
-def _read(src: str | Path | bytes, fail) -> bytes:
-    """The file's bytes; a path's size is checked (stat) before anything is read."""
-    if not isinstance(src, (str, Path)):
-        data = bytes(src)
-    else:
-        try:
-            st = Path(src).stat()
-            if not stat.S_ISREG(st.st_mode):
-                raise fail("not a regular file")
-            if st.st_size > MAX_BYTES:
-                raise fail(f"the file is {st.st_size / 2**20:.1f} MB; the limit is {MAX_MB} MB")
-            data = Path(src).read_bytes()
-        except OSError as e:
-            raise fail(f"can't read the file: {e.strerror or e}") from e
-    if len(data) == 0:
-        raise fail("the file is empty")
-    if len(data) > MAX_BYTES:
-        raise fail(f"the file is {len(data) / 2**20:.1f} MB; the limit is {MAX_MB} MB")
-    return data
-
-
-def open_image(src: str | Path | bytes, name: str | None = None) -> Image.Image:
-    """Decode a PNG/JPEG/BMP/WebP/GIF (first frame) into a loaded PIL image, or raise a clear ImageError.
-
-    `name` (an upload's file name) starts every message; without it a message is just the reason.
-    """
-    def fail(reason: str) -> ImageError:
-        return ImageError(f"{name}: {reason}" if name else reason)
-
-    data = _read(src, fail)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data), formats=list(FORMATS))
-            if im.width * im.height > MAX_PIXELS:
-                raise fail(_too_many_pixels(im.width, im.height))
-            im.seek(0)  # first frame of an animation
-            im.load()
-    except ImageError:
-        raise
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
-        n = re.search(r"\((\d+) pixels\)", str(e))
-        size = f"{int(n.group(1)) / 1e6:.0f} megapixels" if n else "more than Pillow allows"
-        raise fail(f"the image has too many pixels ({size}); the limit is {MAX_PIXELS / 1e6:g} megapixels") from e
-    except UnidentifiedImageError as e:  # its message names the BytesIO object: not for users
-        raise fail(f"not a readable {ACCEPTED} image") from e
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
-        reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the file", str(e)) or type(e).__name__
-        raise fail(f"the image is corrupt or truncated ({reason})") from e
-    return im
-
-
-def _deep_to_l(im: Image.Image) -> Image.Image:
-    """I;16 / I / F -> L: 16-bit by its full range; 32-bit integers and floats (any range) stretched to 0..255."""
-    a = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    if im.mode.startswith("I;16"):
-        a = a / 257
-    elif a.size:
-        a = (a - a.min()) / max(a.max() - a.min(), 1e-9) * 255
-    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """Any mode -> RGB, with transparency composited onto white."""
-    try:
-        if im.mode.startswith("I") or im.mode == "F":
-            return _deep_to_l(im).convert("RGB")
-        if im.mode in ("P", "PA") or "transparency" in im.info:
-            im = im.convert("RGBA")
-        if im.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
-            im = im.convert("RGBA")
-            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            return Image.alpha_composite(bg, im).convert("RGB")
-        return im.convert("RGB")
-    except (ValueError, OSError) as e:
-        raise ImageError(f"can't convert an image of mode {im.mode}: {e}") from e
 
 
 def display_copy(im: Image.Image, max_side: int = 1024, max_aspect: int = 20) -> Image.Image:

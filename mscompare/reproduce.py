@@ -7,22 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from mscompare.config import config_for, preset
+from mscompare.datasets import DATASETS
 from mscompare.models import list_units
 from mscompare.runs import RunStore
-
-# The paper's reported test accuracies (%), Tables 3-6; None where the text gives no number.
-PAPER_ACC = {
-    "mnist": {"ms_add": 99.03, "ms_concat": 98.99, "mobilenet": 94.59, "alexnet": 97.80, "googlenet": 97.98},
-    "cifar10": {"ms_concat": 72.4, "ms_add": 71.1, "mobilenet": 65.6, "alexnet": None, "googlenet": None},
-    "svhn": {"googlenet": 92.3, "alexnet": 92.0, "ms_concat": 91.6, "ms_add": 91.3, "mobilenet": 90.8},
-    "tiny-imagenet": {"googlenet": 48.26, "alexnet": 44.25, "mobilenet": 34.53, "ms_concat": None, "ms_add": None},
-}
-
-
-# What the text says where it gives no number.
-PAPER_NOTES = {("cifar10", "alexnet"): "71.1-72.4 (between methods 2 and 1)", ("cifar10", "googlenet"): "best, no number",
-               ("tiny-imagenet", "ms_concat"): "close to AlexNet", ("tiny-imagenet", "ms_add"): "close to AlexNet"}
-
 
 def tag_for(dataset: str, preset_name: str) -> str:
     return f"reproduce:{dataset}:{preset_name}"
@@ -70,7 +57,7 @@ def table(store: RunStore, dataset: str, preset_name: str = "paper") -> pd.DataF
         "acc_mean": (g["test_acc"].mean() * 100).round(2), "acc_std": (g["test_acc"].std(ddof=1) * 100).round(2),
         "seconds": g["seconds"].mean().round(0), "images_per_s": g["images_per_s"].mean().round(0),
     }).reset_index()
-    df["paper_acc"] = df["model"].map(PAPER_ACC.get(dataset, {}))
+    df["paper_acc"] = df["model"].map(DATASETS[dataset].paper_acc if dataset in DATASETS else {})
     order = {m: i for i, m in enumerate(list_units())}
     return df.sort_values("model", key=lambda s: s.map(order)).reset_index(drop=True)
 
@@ -123,12 +110,17 @@ def cost_chart(runs: pd.DataFrame, title: str):
     """Accuracy against parameters and against MACs, one point per finished run (log x axes)."""
     import plotly.express as px
 
+    from mscompare.charts import model_colours
+
     long = runs.melt(id_vars=["model", "dataset", "test_acc", "seed"], value_vars=["params", "macs"],
                      var_name="cost", value_name="count")
     fig = px.scatter(long, x="count", y="test_acc", color="model", symbol="dataset", facet_col="cost",
-                     log_x=True, title=title, hover_data=["seed"])
+                     log_x=True, title=title, hover_data=["seed"], labels={"test_acc": "test accuracy"},
+                     color_discrete_map=model_colours(runs["model"].unique()))
     fig.update_xaxes(matches=None)
-    return fig
+    fig.update_yaxes(tickformat=".1%")
+    return fig.for_each_annotation(lambda a: a.update(text={"cost=params": "parameters",
+                                                            "cost=macs": "MACs per image"}.get(a.text, a.text)))
 
 
 def ship_checkpoints(store: RunStore, dataset: str, dest: str | Path | None = None, preset_name: str = "paper",

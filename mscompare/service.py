@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from mscompare import settings
-from mscompare.config import DATASETS, config_for, preset
+from mscompare.config import config_for, preset
+from mscompare.datasets import DATASETS
 from mscompare.settings import data_roots
 from mscompare.jobs import RunManager
 from mscompare.runs import ACTIVE, RunStore, new_batch_id

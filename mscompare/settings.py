@@ -3,6 +3,7 @@ the working directory, so the CLI, the app, sweeps and tools find the same run s
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
@@ -36,6 +37,13 @@ def data_root_for(name: str) -> Path:
 def shipped_dir() -> Path:
     """The shipped checkpoints: $MSCOMPARE_SHIPPED_DIR, else the checkout's checkpoints/ folder."""
     return Path(os.environ.get("MSCOMPARE_SHIPPED_DIR") or SOURCE / "checkpoints").expanduser()
+
+
+def training_marks_dir() -> Path:
+    """Where training processes mark themselves for the app to see: $MSCOMPARE_TRAINING_MARKS, else one folder
+    per user in the system's temp folder (machine-wide, so runs of every store and checkout are seen)."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(os.environ.get("MSCOMPARE_TRAINING_MARKS") or Path(tempfile.gettempdir()) / f"mscompare-training-{uid}")
 
 
 def ray_address() -> str:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from mscompare import predictions
-from mscompare.config import DATASETS, TrainConfig, config_for, preset
+from mscompare.config import TrainConfig, config_for, preset
+from mscompare.datasets import DATASETS
 from mscompare.jobs import RunManager, cost, finish
 from mscompare.models import ModelConfig
 from mscompare.runs import ACTIVE, RunStore

@@ -1,25 +1,22 @@
 """The thread policy for training: how many intra-op threads a run gets, kept at what measures fastest.
 
 The process that trains owns these settings: a worker process, or the CLI. `auto` starts a run with its share
-of the cores (all of them alone, one each for two runs on two cores) and then measures: every couple of
-seconds of training it takes the run's own speed and the cores other, un-niced processes keep busy; now and
-then it tries one thread more or fewer for one such window and keeps whichever trained faster (adapt). Two
-spinning threads beside a busy un-niced process can collapse (12.8x slower in docs/bench-shared-machine.txt), and
-the probe finds one thread faster there; beside work that yields (niced), two stay faster. While runs train,
-the app's page threads run niced (lower_thread_priority, ui.yield_to_training), every training marks itself
-so the app sees it wherever it was started (training_mark), and OpenMP's wait policy stays at libgomp's
-default, the fastest alone; OMP_WAIT_POLICY in the environment overrides it. bench/shared_machine.py measures
-the candidates alone and beside four busy browser sessions (docs/bench-shared-machine.txt).
+of the cores (all of them alone, one each for two runs on two cores), then its ThreadTuner keeps whichever
+thread count trains fastest beside the other work on the machine. While runs train, the app's page threads run
+niced (lower_thread_priority, ui.yield_to_training), and every training marks itself so the app sees it
+wherever it was started (training_mark). OpenMP's wait policy stays at libgomp's default in every executor;
+OMP_WAIT_POLICY in the environment overrides it. The measurements behind these choices are in
+docs/bench-shared-machine.txt and docs/bench-throughput.txt.
 """
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
+
+from mscompare.settings import training_marks_dir
 
 PAGE_NICE = 15  # the app's page threads while runs train ($MSCOMPARE_PAGE_NICE; 0 = never lowered)
 WINDOW = 2.0  # seconds of training per speed measurement
@@ -28,8 +25,6 @@ PROBE_MAX = 80.0
 MARGIN = 0.05  # a tried thread count must be this much faster to stay
 SLOWDOWN = 0.7  # a window this much slower than the last one at the same count: try another at once
 WARMUP_ITERS = 3  # train.WARMUP: iterations left out of a run's images/s
-_applied: dict = {}
-_state: dict = {}
 
 
 def cpu_count() -> int:
@@ -39,10 +34,13 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def auto_concurrency(device: str = "cpu") -> int:
-    """Runs side by side: one per core on CPU (2 single-thread runs beat one 2-thread run 1.33-1.43x on
-    2 cores: bench/throughput.py --process-ab, bench/app_throughput.py), capped at 4; one at a time on a GPU."""
-    return 1 if device == "cuda" else max(1, min(cpu_count(), 4))
+GPU_SLOTS = 1  # runs that train on the GPU at the same time (small nets: one saturates the launch queue)
+
+
+def auto_concurrency() -> int:
+    """CPU runs side by side: one per core (docs/bench-throughput.txt, docs/bench-app-throughput.txt), capped
+    at 4. GPU runs take a slot too, and also wait for one of the GPU_SLOTS (RunManager)."""
+    return max(1, min(cpu_count(), 4))
 
 
 def policy(threads: int = 0, concurrent: int = 1) -> dict:
@@ -65,17 +63,16 @@ def worker_env(pol: dict, base: dict | None = None) -> dict:
     return env
 
 
-def configure_process(pol: dict) -> dict:
-    """Apply `pol` to this process (call it on the thread that will train)."""
+def configure_process(pol: dict) -> "ThreadTuner":
+    """Apply `pol` to this process (call it on the thread that will train); its tuner adapts the thread count."""
+    global _tuner
     early = "torch" not in sys.modules
     os.environ.update({k: v for k, v in worker_env(pol, {}).items() if k != "OMP_WAIT_POLICY"})
     import torch
 
     torch.set_num_threads(pol["threads"])
-    _applied.clear()
-    _applied.update(pol, wait_policy_applied=early, switches=0, min_threads=pol["threads"])
-    _state.clear()
-    return dict(_applied)
+    _tuner = ThreadTuner({**pol, "wait_policy_applied": early})
+    return _tuner
 
 
 def _busy_ticks() -> tuple[int, int]:
@@ -90,77 +87,95 @@ def _busy_ticks() -> tuple[int, int]:
     return busy, int(s[11]) + int(s[12])
 
 
+class ThreadTuner:
+    """The thread count of one training process: every WINDOW seconds the run's own speed is measured (training
+    time only: evaluation pauses are left out) together with the cores that other, un-niced processes keep busy.
+    Now and then it tries, for one window, one thread more (when those others leave a core free beyond a
+    quarter) or one fewer (when they keep half a core busy), and keeps whichever was faster. A probe that loses
+    doubles the wait before the next one (PROBE_EVERY up to PROBE_MAX); a window much slower than the last at
+    the same count, or a core freed by others, probes at once. `applied` is what the run record shows."""
+
+    def __init__(self, pol: dict):
+        self.applied = {**pol, "switches": 0, "min_threads": pol["threads"]}
+        self.state: dict = {}
+
+    def record(self) -> dict:
+        import torch
+
+        return {**self.applied, "threads_at_end": torch.get_num_threads(), "nice": _nice()}
+
+    def adapt(self, ev: dict | None = None) -> None:
+        """With each progress event, on the training thread: keep the thread count that trains fastest now."""
+        if not self.applied.get("adaptive") or not ev or ev.get("kind") != "step" or not ev.get("images_per_s"):
+            return
+        timed = ev["iter"] - WARMUP_ITERS
+        if timed <= 0:
+            return
+        try:
+            busy, own = _busy_ticks()
+        except (OSError, ValueError, IndexError):  # no /proc: keep the starting thread count
+            self.applied["adaptive"] = False
+            return
+        import torch
+
+        now, clock = time.monotonic(), timed / ev["images_per_s"]  # training-only time, in units of 1/batch s
+        have = torch.get_num_threads()
+        w = self.state.get("window")
+        if w is None or w["threads"] != have:
+            self.state["window"] = {"t": now, "clock": clock, "iter": ev["iter"], "busy": busy, "own": own, "threads": have}
+            self.state.setdefault("next_probe", now + PROBE_EVERY)
+            self.state.setdefault("backoff", PROBE_EVERY)
+            return
+        if now - w["t"] < WINDOW or clock <= w["clock"]:
+            return
+        rate = (ev["iter"] - w["iter"]) / (clock - w["clock"])
+        others = max(0.0, (busy - w["busy"]) - (own - w["own"])) / ((now - w["t"]) * os.sysconf("SC_CLK_TCK"))
+        self.state["window"] = {"t": now, "clock": clock, "iter": ev["iter"], "busy": busy, "own": own, "threads": have}
+        rates, probe = self.state.setdefault("rates", {}), self.state.get("probe")
+        last_here = rates.get(have)
+        rates[have] = rate
+        self.applied["others"] = round(others, 2)
+        if probe is not None:  # the window we just measured was a probe
+            self.state["probe"] = None
+            if rate > probe["rate"] * (1 + MARGIN):
+                self.state["backoff"] = PROBE_EVERY
+                self._note_switch(have)
+            else:
+                torch.set_num_threads(probe["from"])
+                self.state["backoff"] = min(self.state["backoff"] * 2, PROBE_MAX)
+            self.state["next_probe"] = now + self.state["backoff"]
+            return
+        cores = cpu_count()
+        room = have < cores and others < cores - have - 0.25  # others leave a core free for one thread more
+        if (last_here is not None and rate < SLOWDOWN * last_here) or (room and not self.state.get("room")):
+            self.state["next_probe"] = now  # something changed (slower, or another run ended): look again now
+        self.state["room"] = room
+        if now < self.state["next_probe"]:
+            return
+        up = have + 1 if room else None
+        down = have - 1 if have > 1 and others > 0.5 else None
+        target = down if down is not None and (up is None or self.state.get("last_probe") == "up") else up
+        if target is None:
+            self.state["next_probe"] = now + self.state["backoff"]
+            return
+        self.state["last_probe"] = "down" if target == down else "up"
+        self.state["probe"] = {"from": have, "rate": rate}
+        self.applied["probes"] = self.applied.get("probes", 0) + 1
+        torch.set_num_threads(target)
+
+    def _note_switch(self, threads: int) -> None:
+        self.applied["switches"] += 1
+        self.applied["min_threads"] = min(self.applied["min_threads"], threads)
+        self.applied["max_threads"] = max(self.applied.get("max_threads", self.applied["threads"]), threads)
+
+
+_tuner: ThreadTuner | None = None  # this process's, set by configure_process
+
+
 def adapt(ev: dict | None = None) -> None:
-    """On the training thread, with each progress event: keep the thread count that trains fastest now.
-
-    Every WINDOW seconds the run's own speed is measured (training time only: evaluation pauses are left out)
-    together with the cores that other, un-niced processes keep busy. Now and then it tries, for one window,
-    one thread more (when those others leave a core free beyond a quarter) or one fewer (when they keep half
-    a core busy), and keeps whichever was faster. A probe that loses doubles the wait before the next one
-    (PROBE_EVERY up to PROBE_MAX); a window much slower than the last at the same count, or a core freed by
-    others, probes at once."""
-    if not _applied.get("adaptive") or not ev or ev.get("kind") != "step" or not ev.get("images_per_s"):
-        return
-    timed = ev["iter"] - WARMUP_ITERS
-    if timed <= 0:
-        return
-    try:
-        busy, own = _busy_ticks()
-    except (OSError, ValueError, IndexError):  # no /proc: keep the starting thread count
-        _applied["adaptive"] = False
-        return
-    import torch
-
-    now, clock = time.monotonic(), timed / ev["images_per_s"]  # training-only time, in units of 1/batch s
-    have = torch.get_num_threads()
-    w = _state.get("window")
-    if w is None or w["threads"] != have:
-        _state["window"] = {"t": now, "clock": clock, "iter": ev["iter"], "busy": busy, "own": own, "threads": have}
-        _state.setdefault("next_probe", now + PROBE_EVERY)
-        _state.setdefault("backoff", PROBE_EVERY)
-        return
-    if now - w["t"] < WINDOW or clock <= w["clock"]:
-        return
-    rate = (ev["iter"] - w["iter"]) / (clock - w["clock"])
-    others = max(0.0, (busy - w["busy"]) - (own - w["own"])) / ((now - w["t"]) * os.sysconf("SC_CLK_TCK"))
-    _state["window"] = {"t": now, "clock": clock, "iter": ev["iter"], "busy": busy, "own": own, "threads": have}
-    rates, probe = _state.setdefault("rates", {}), _state.get("probe")
-    last_here = rates.get(have)
-    rates[have] = rate
-    _applied["others"] = round(others, 2)
-    if probe is not None:  # the window we just measured was a probe
-        _state["probe"] = None
-        if rate > probe["rate"] * (1 + MARGIN):
-            _state["backoff"] = PROBE_EVERY
-            _note_switch(have)
-        else:
-            torch.set_num_threads(probe["from"])
-            _state["backoff"] = min(_state["backoff"] * 2, PROBE_MAX)
-        _state["next_probe"] = now + _state["backoff"]
-        return
-    cores = cpu_count()
-    room = have < cores and others < cores - have - 0.25  # others leave a core free for one thread more
-    if (last_here is not None and rate < SLOWDOWN * last_here) or (room and not _state.get("room")):
-        _state["next_probe"] = now  # something changed (slower, or another run ended): look again now
-    _state["room"] = room
-    if now < _state["next_probe"]:
-        return
-    up = have + 1 if room else None
-    down = have - 1 if have > 1 and others > 0.5 else None
-    target = down if down is not None and (up is None or _state.get("last_probe") == "up") else up
-    if target is None:
-        _state["next_probe"] = now + _state["backoff"]
-        return
-    _state["last_probe"] = "down" if target == down else "up"
-    _state["probe"] = {"from": have, "rate": rate}
-    _applied["probes"] = _applied.get("probes", 0) + 1
-    torch.set_num_threads(target)
-
-
-def _note_switch(threads: int) -> None:
-    _applied["switches"] += 1
-    _applied["min_threads"] = min(_applied["min_threads"], threads)
-    _applied["max_threads"] = max(_applied.get("max_threads", _applied["threads"]), threads)
+    """Pass a progress event to this process's tuner, if configure_process set one."""
+    if _tuner is not None:
+        _tuner.adapt(ev)
 
 
 def lower_thread_priority(nice: int = 19) -> bool:
@@ -203,16 +218,11 @@ def _nice(who: int = 0) -> int | None:
 
 def current_policy() -> dict:
     """What this process runs under, for the run record."""
-    if _applied:
-        import torch
-
-        return {**_applied, "threads_at_end": torch.get_num_threads(), "nice": _nice()}
+    if _tuner is not None:
+        return _tuner.record()
     return {"threads": int(os.environ.get("OMP_NUM_THREADS", 0)) or None,
             "wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
             "source": os.environ.get("MSCOMPARE_THREAD_SOURCE", "default")}
-
-
-TRAINING_DIR = Path(tempfile.gettempdir()) / f"mscompare-training-{os.getuid() if hasattr(os, 'getuid') else 0}"
 
 
 @contextmanager
@@ -222,9 +232,10 @@ def training_mark():
     A mark is named by its owner (pid and kernel start time), so one left by a killed process is known."""
     from mscompare.runs import owner_id
 
-    path = TRAINING_DIR / f"{owner_id().replace(':', '-')}-{threading.get_native_id()}"
+    marks = training_marks_dir()
+    path = marks / f"{owner_id().replace(':', '-')}-{threading.get_native_id()}"
     try:
-        TRAINING_DIR.mkdir(mode=0o700, exist_ok=True)
+        marks.mkdir(mode=0o700, parents=True, exist_ok=True)
         path.touch()
     except OSError:  # a read-only temp folder: the app just won't see this run
         path = None
@@ -240,7 +251,7 @@ def training_processes() -> int:
     from mscompare.runs import owner_alive
 
     try:
-        marks = list(TRAINING_DIR.iterdir())
+        marks = list(training_marks_dir().iterdir())
     except OSError:
         return 0
     live = 0

@@ -5,7 +5,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from mscompare.config import DATASETS, config_for
+from mscompare.config import config_for
+from mscompare.datasets import DATASETS
 from mscompare.diagram import unit_dot
 from mscompare.models import MAX_EXPAND, ModelConfig, get_unit, list_units, uses_expand
 from mscompare.profile import prefetch
@@ -39,7 +40,8 @@ def best_accuracy(dataset: str, width: int) -> pd.DataFrame:
 
 st.title("Architectures")
 c1, c2, c3, c4 = st.columns([3, 3, 3, 2])
-dataset = c1.selectbox("Dataset (input shape)", list(DATASETS), help="Sets input channels, size and classes")
+dataset = c1.selectbox("Dataset (input shape)", list(DATASETS), help="Sets input channels, size and classes:\n\n" +
+                       "\n\n".join(DATASETS[d].summary() for d in DATASETS))
 units = c2.slider("Units per network (0 = paper's)", 0, 4, 0, key="arch_units",
                   help="0 uses the paper's count: 2 on MNIST, 3 on CIFAR-10 and SVHN; GoogLeNet 2 on all.")
 width = c3.slider("Width (maps per unit)", 8, 128, 32, step=8)

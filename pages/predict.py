@@ -4,8 +4,9 @@ from pathlib import Path
 import streamlit as st
 
 from mscompare.checkpoints import SHIPPED
-from mscompare.predict import (ACCEPTED, MAX_MB, ImageError, PredictionError, canvas_image, display_copy,
-                               finished_runs, load_runs, load_set, open_image, predict, run_label, upload_types)
+from mscompare.images import ACCEPTED, MAX_MB, ImageError, open_image, upload_types
+from mscompare.predict import (PredictionError, canvas_image, display_copy, finished_runs, load_runs, load_set,
+                               predict, run_label)
 from ui import page_setup, plain, service, yield_to_training
 
 page_setup("pages/predict.py")

@@ -1,7 +1,8 @@
 """Sweep page: build a grid, run it on this machine or a Ray cluster, watch it, cancel it; the accuracy frontier."""
 import streamlit as st
 
-from mscompare.config import DATASETS, PRESETS
+from mscompare.config import PRESETS
+from mscompare.datasets import DATASETS
 from mscompare.frontier import frontier_chart, protocol_label, protocols
 from mscompare.models import list_units
 from mscompare.service import find_datasets, no_data_help

@@ -2,6 +2,7 @@
 import streamlit as st
 
 from mscompare.config import PRESETS, paper_units
+from mscompare.datasets import DATASETS
 from mscompare.models import list_units
 from mscompare.service import DEFAULT_SEEDS, MAX_SEEDS, data_roots, find_datasets, no_data_help
 from mscompare.train import available_devices
@@ -32,7 +33,8 @@ iters = c3.number_input("Iterations (0 = preset's)", 0, 100000, 0, step=100)
 device = c4.selectbox("Device", available_devices())
 c6, c7, c8, c9 = st.columns([2, 2, 1, 1])
 units = c6.slider("Units (0 = paper's)", 0, 4, 0, key="train_units",
-                  help="0 uses the paper's count: 2 on MNIST, 3 on CIFAR-10 and SVHN; GoogLeNet 2 on all.")
+                  help="0 uses the paper's count for the dataset:\n\n" +
+                       "\n\n".join(DATASETS[d].summary() for d in DATASETS))
 width = c7.slider("Width", 8, 128, 32, step=8)
 precision = c8.selectbox("Precision", ["fp32", "bf16", "auto"],
                          help="bf16 autocast trains faster on CPUs with native bf16 (AVX512-BF16, AMX) and "

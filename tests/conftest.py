@@ -1,5 +1,11 @@
 """Shared fixtures: small real-format datasets written to tmp dirs, so no test needs ../shared or a network."""
+import contextlib
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +33,10 @@ def digits_npz(root: Path, name: str = "tinydigits", n_train: int = 600, n_test:
 
 @pytest.fixture(autouse=True)
 def own_home(tmp_path, monkeypatch):
-    """Each test's default run store and data root (settings.home()) are its own, never the user's."""
+    """Each test's default run store and data root (settings.home()) and its training marks are its own, never
+    the user's or another test's."""
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("MSCOMPARE_TRAINING_MARKS", str(tmp_path / "training-marks"))
 
 
 @pytest.fixture
@@ -45,3 +53,37 @@ def app_env(tmp_path_factory):
     os.environ["MSCOMPARE_RUNS_DIR"] = str(base / "runs")
     os.environ["MSCOMPARE_DATA_ROOT"] = str(base / "data")
     return base
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def app_server(env: dict, timeout: float = 90):
+    """`streamlit run app.py` headless on a free local port with `env` added to this environment; yields its URL
+    once the health endpoint answers, and stops the server after the block."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
+                             "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
+        time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

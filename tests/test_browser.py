@@ -1,55 +1,28 @@
 """End-to-end in a real browser: `streamlit run app.py` headless, driven by Playwright in Debian's chromium."""
 import csv
-import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 
-from conftest import ROOT, digits_npz
+from conftest import ROOT, app_server, digits_npz
+from mscompare.models import list_units
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                "(apt-get install chromium chromium-driver); .ci/run installs it")
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
+                                 "(apt-get install chromium chromium-driver); .ci/run installs it")]
 SHOTS = ROOT / "tests" / "screenshots"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = free_port()
     data = tmp_path_factory.mktemp("e2e-data")
     digits_npz(data, name="mnist", n_train=300, n_test=100)  # mnist-shaped stand-in, so training is quick
-    env = {**os.environ, "MSCOMPARE_RUNS_DIR": str(tmp_path_factory.mktemp("e2e-runs")),
-           "MSCOMPARE_DATA_ROOT": str(data)}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
-                             "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    with app_server({"MSCOMPARE_RUNS_DIR": str(tmp_path_factory.mktemp("e2e-runs")),
+                     "MSCOMPARE_DATA_ROOT": str(data)}) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -105,12 +78,13 @@ def test_training_shows_live_curves_and_results(server, page, shot_on_failure):
     settle(page)
     fill(page, "Iterations (0 = preset's)", 10)
     fill(page, "Seeds", 1)
-    page.get_by_role("button", name="Start 5 runs (5 models × 1 seed)").click()
-    page.get_by_text("Queued 5 runs").wait_for()
+    n = len(list_units())  # every registered unit is selected by default
+    page.get_by_role("button", name=f"Start {n} runs ({n} models × 1 seed)").click()
+    page.get_by_text(f"Queued {n} runs").wait_for()
     page.get_by_text(re.compile(r"^\w+: running, \d+/10")).first.wait_for()  # live status while training
-    page.get_by_text("0 of 5 runs active").wait_for(timeout=600_000)
+    page.get_by_text(f"0 of {n} runs active").wait_for(timeout=600_000)
     page.locator("[data-testid='stPlotlyChart']").first.wait_for()
-    assert page.get_by_text("5 done").count() == 1
+    assert page.get_by_text(f"{n} done").count() == 1
     page.get_by_text("Results by configuration").first.wait_for()
     page.wait_for_timeout(2500)  # the next fragment refresh draws the finished curves
     no_exception(page)

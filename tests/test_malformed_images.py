@@ -14,7 +14,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
-from mscompare.predict import ACCEPTED, MAX_BYTES, MAX_PIXELS, ImageError, open_image, upload_types
+from mscompare.images import ACCEPTED, MAX_BYTES, MAX_PIXELS, ImageError, open_image, upload_types
 
 NOT_ACCEPTED = f"not a readable {ACCEPTED} image"
 

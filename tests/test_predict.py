@@ -14,8 +14,9 @@ from PIL import Image
 
 from conftest import ROOT, digits_npz
 from mscompare.checkpoints import CheckpointError, load_checkpoint, read_manifest, save_checkpoint, sha256, write_manifest
-from mscompare.predict import (MAX_BYTES, ImageError, PredictionError, canvas_image, display_copy, finished_runs,
-                               load_runs, load_set, open_image, predict, predict_files, preprocess, run_label)
+from mscompare.images import MAX_BYTES, ImageError, open_image
+from mscompare.predict import (PredictionError, canvas_image, display_copy, finished_runs, load_runs, load_set,
+                               predict, predict_files, preprocess, run_label)
 from mscompare.runs import RunStore
 
 MODELS = {"alexnet", "mobilenet", "googlenet", "ms_concat", "ms_add"}
@@ -99,7 +100,12 @@ def mode_images():
     pal.info["transparency"] = 0
     return {"1": d.convert("1"), "L": d, "LA": la, "P": pal, "RGB": d.convert("RGB"), "RGBA": d.convert("RGBA"),
             "CMYK": d.convert("RGB").convert("CMYK"), "I;16": Image.fromarray(a.astype(np.uint16) * 257),
-            "I": Image.fromarray(a.astype(np.int32) * 70000), "F": Image.fromarray(a.astype(np.float32) / 255)}
+            "I": Image.fromarray(a.astype(np.int32) * 70000)}
+
+
+def test_float_pixels_are_refused_with_the_reason():
+    with pytest.raises(ImageError, match=r"mode F\) have no fixed range"):
+        preprocess(Image.fromarray(np.ones((8, 8), np.float32)), 1, 28)
 
 
 @pytest.mark.parametrize("mode", list(mode_images()))

@@ -99,6 +99,7 @@ def test_prefetch_profiles_the_neighbouring_slider_positions_in_the_background()
 
     from mscompare import profile
     from mscompare.config import config_for
+    from mscompare.models import list_units
 
     profile.cached_profile.cache_clear()
     profile.prefetch("mnist", 2, 24)
@@ -106,7 +107,7 @@ def test_prefetch_profiles_the_neighbouring_slider_positions_in_the_background()
     while profile._prefetch["thread"] is not None and time.time() < deadline:
         time.sleep(0.05)
     info = profile.cached_profile.cache_info()
-    assert info.currsize == 5 * 4  # five models at units 1 and 3 (width 24), and widths 32 and 16 (2 units)
+    assert info.currsize == len(list_units()) * 4  # every unit at units 1 and 3 (width 24), widths 32 and 16 (2)
     for units, width in ((1, 24), (3, 24), (2, 32), (2, 16)):
         for m in ("alexnet", "ms_add"):
             profile.cached_profile(config_for(m, "mnist", units=units, width=width))

@@ -7,10 +7,11 @@ from mscompare.checkpoints import load_checkpoint, read_manifest, sha256
 
 
 def test_reproduce_resumes_and_reports(tmp_path, tiny_npz, monkeypatch):
-    import mscompare.config as config
+    from mscompare import datasets
 
     # the tiny dataset stands in for a built-in one with its shape (28x28x1, 4 classes)
-    monkeypatch.setitem(config.DATASETS, "tinydigits", config.DatasetSpec(1, 28, 4, 2, 2, "test", 20, 10))
+    monkeypatch.setitem(datasets.DATASETS, "tinydigits", datasets.DatasetSpec("tinydigits", 1, 28, 4, 2, 2, "test", 20, 10, None,
+                                                               builtin=False))
     store = RunStore(tmp_path / "runs")
     kw = dict(models=["mobilenet", "ms_add"], seeds=2, iters=20, data_root=str(tiny_npz), width=8,
               checkpoint_dir=tmp_path / "ck", log=lambda *_: None)

@@ -335,3 +335,16 @@ def test_cancelling_one_run_of_a_fused_group_leaves_the_other_training(tmp_path)
     mgr.cancel(b)
     wait_for(lambda: mgr.snapshot(b)["status"] == "cancelled")
     assert not mgr.active()
+
+
+def test_gpu_runs_train_one_at_a_time_while_cpu_slots_stay_open(tmp_path, monkeypatch):
+    """Two slots, two runs the manager sees as GPU runs: the second starts only after the first has ended."""
+    digits_npz(tmp_path)
+    store = RunStore(tmp_path / "runs")
+    monkeypatch.setattr(RunManager, "_on_gpu", lambda self, rid: True)
+    mgr = RunManager(store, concurrency=2)
+    a, b = mgr.submit_many([(SMALL, tcfg(tmp_path)), (SMALL, tcfg(tmp_path, seed=1))])
+    assert mgr.wait(timeout=120)
+    first, second = sorted((store.get(r) for r in (a, b)), key=lambda r: r["started"])
+    assert first["status"] == second["status"] == "done"
+    assert second["started"] >= first["finished"]

@@ -66,11 +66,10 @@ def test_a_killed_worker_is_retried_once_and_a_repeated_failure_is_recorded(data
     t = threading.Thread(target=lambda: result.update(run_trials(store, trials, "t", workers=1,
                                                                  on_result=seen.append)))
     t.start()
-    deadline = time.time() + 60
-    while not _workers() and time.time() < deadline:
-        time.sleep(0.1)
+    deadline = time.time() + 120  # kill the worker once the store shows it trained (its first eval point)
+    while not any(store.curve(r["id"]) for r in store.list(status="running")) and time.time() < deadline:
+        time.sleep(0.05)
     first = _workers()[0]
-    time.sleep(3)
     os.kill(first, signal.SIGKILL)
     t.join(timeout=180)
     assert result["done"] == 1 and result["failed"] == 0 and seen[0]["status"] == "done"
@@ -94,6 +93,7 @@ def test_stopping_a_sweep_leaves_a_consistent_store(data, tmp_path):
     assert not [r for r in store.list() if r["status"] in ("queued", "running")]
 
 
+@pytest.mark.ray
 def test_a_four_trial_sweep_on_a_local_ray_cluster(data, tmp_path):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -119,16 +119,17 @@ def _ray_trial_pids() -> list[int]:
 
 
 def _kill_ray_attempts(n: int, stop: threading.Event, killed: list) -> None:
-    """SIGKILL the worker of each of the next `n` trial attempts a few seconds into it."""
+    """SIGKILL the worker of each of the next `n` trial attempts as soon as it runs the trial."""
     while len(killed) < n and not stop.is_set():
         pids = [p for p in _ray_trial_pids() if p not in killed]
-        if pids:
-            time.sleep(2)
+        if pids:  # the title is set when the attempt starts executing the trial
             os.kill(pids[0], signal.SIGKILL)
             killed.append(pids[0])
         time.sleep(0.1)
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 @pytest.mark.parametrize("kills, status", [(1, "done"), (2, "failed")])
 def test_a_killed_ray_worker_is_retried_once_and_then_recorded(data, tmp_path, kills, status):
     ray = pytest.importorskip("ray")

@@ -77,7 +77,7 @@ def test_a_fixed_thread_count_is_never_adapted(monkeypatch, keep_threads):
     fixed = threads.configure_process(threads.policy(2))
     for i in range(1, 200):
         threads.adapt({"kind": "step", "iter": 10 * i, "images_per_s": 1.0})
-    assert not fixed["adaptive"] and torch.get_num_threads() == 2
+    assert not fixed.applied["adaptive"] and torch.get_num_threads() == 2
 
 
 def test_lower_thread_priority_lowers_only_the_calling_thread():
@@ -102,7 +102,7 @@ def test_lower_thread_priority_lowers_only_the_calling_thread():
 
 
 def test_a_training_marks_its_process_and_dead_marks_are_cleared(tmp_path, monkeypatch):
-    monkeypatch.setattr(threads, "TRAINING_DIR", tmp_path / "marks")
+    monkeypatch.setenv("MSCOMPARE_TRAINING_MARKS", str(tmp_path / "marks"))
     assert threads.training_processes() == 0  # no folder yet
     with threads.training_mark():
         assert threads.training_processes() == 1

@@ -13,7 +13,8 @@ import pandas as pd
 
 from mscompare import settings
 from mscompare.profile import compare
-from mscompare.reproduce import PAPER_NOTES, table, tag_for
+from mscompare.datasets import DATASETS
+from mscompare.reproduce import table, tag_for
 from mscompare.runs import RunStore
 
 
@@ -27,7 +28,7 @@ def paper(store: RunStore) -> None:
         if df.empty:
             continue
         df["ours (%)"] = df.apply(acc, axis=1)
-        df["paper (%)"] = [PAPER_NOTES.get((dataset, m), "-") if pd.isna(v) else f"{v:.2f}"
+        df["paper (%)"] = [DATASETS[dataset].paper_notes.get(m, "-") if pd.isna(v) else f"{v:.2f}"
                            for m, v in zip(df["model"], df["paper_acc"])]
         df["MACs"] = (df["macs"] / 1e6).map(lambda v: f"{v:.2f} M")
         df["train time (s)"] = df["seconds"].astype(int)
