@@ -8,6 +8,48 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 PALETTE = px.colors.qualitative.Plotly
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
+
+
+def model_colour(model: str) -> str:
+    """The one colour of a model on every page and chart: by its place among the registered units, so alexnet
+    is the same blue on the Train, Sweep, Runs and Architectures pages whichever models a chart shows."""
+    from mscompare.models import list_units
+
+    units = list_units()
+    i = units.index(model) if model in units else len(units) + sum(map(ord, str(model)))
+    return PALETTE[i % len(PALETTE)]
+
+
+def model_colours(models=None) -> dict[str, str]:
+    """model -> colour for plotly express's color_discrete_map (every registered unit by default)."""
+    from mscompare.models import list_units
+
+    return {m: model_colour(m) for m in (models if models is not None else list_units())}
+
+
+def _styles(labels, model_of) -> dict[str, tuple[str, str]]:
+    """Each label's (colour, dash): its model's colour; a second configuration of one model gets another dash."""
+    seen: dict[str, int] = {}
+    out = {}
+    for label in labels:
+        m = model_of(label)
+        out[label] = (model_colour(m), DASHES[seen.get(m, 0) % len(DASHES)])
+        seen[m] = seen.get(m, 0) + 1
+    return out
+
+
+def label_model(label: str) -> str:
+    """The model a run or configuration label (groups.config_label, groups.run_label) names first."""
+    return str(label).split(" · ")[0]
+
+
+def accuracy_range(lo: float, hi: float, full_scale: bool) -> list[float]:
+    """The y range of an accuracy axis (0-1): zoomed to the data with a little room, or the full 0-100%."""
+    if full_scale or lo != lo or hi != hi:
+        return [0, 1.001]
+    pad = max(0.005, 0.05 * (hi - lo))
+    return [max(0.0, lo - pad), min(1.001, hi + pad)]
 
 
 def _rgba(hex_colour: str, alpha: float) -> str:
@@ -30,8 +72,9 @@ def band_chart(bands: pd.DataFrame, title: str, full_scale: bool = False):
     """Test accuracy and training loss against iteration: the mean over seeds as a line, min-max as a band."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("test accuracy (mean, band: min-max over seeds)",
                                                         "training loss"), horizontal_spacing=0.08)
-    for i, (label, d) in enumerate(bands.groupby("label", sort=False)):
-        c = PALETTE[i % len(PALETTE)]
+    styles = _styles(bands["label"].unique(), label_model)
+    for label, d in bands.groupby("label", sort=False):
+        c, dash = styles[label]
         for col, (mean, lo, hi) in enumerate((("acc_mean", "acc_min", "acc_max"),
                                               ("loss_mean", "loss_min", "loss_max")), start=1):
             if d["n"].max() > 1:
@@ -40,17 +83,37 @@ def band_chart(bands: pd.DataFrame, title: str, full_scale: bool = False):
                                 mode="lines",
                                 legendgroup=label, showlegend=False, row=1, col=col)
             fig.add_scatter(x=d["iter"], y=d[mean], name=f"{label} (n={d['n'].max()})", legendgroup=label,
-                            mode="lines+markers" if len(d) < 60 else "lines", line_color=c, showlegend=col == 1,
-                            row=1, col=col)
-    if full_scale or bands.empty:
-        fig.update_yaxes(range=[0, 1.001], row=1, col=1)
-    else:  # zoom to the data, so curves that differ by tenths of a point don't sit on one line
-        lo, hi = float(bands["acc_min"].min()), float(bands["acc_max"].max())
-        pad = max(0.005, 0.05 * (hi - lo))
-        fig.update_yaxes(range=[max(0.0, lo - pad), min(1.001, hi + pad)], row=1, col=1)
+                            mode="lines+markers" if len(d) < 60 else "lines", line=dict(color=c, dash=dash),
+                            showlegend=col == 1, row=1, col=col)
+    # zoomed to the data unless asked, so curves that differ by tenths of a point don't sit on one line
+    fig.update_yaxes(range=accuracy_range(float(bands["acc_min"].min()) if len(bands) else float("nan"),
+                                          float(bands["acc_max"].max()) if len(bands) else float("nan"),
+                                          full_scale), row=1, col=1)
     fig.update_yaxes(tickformat=".1%", row=1, col=1)
     fig.update_yaxes(rangemode="tozero", row=1, col=2)
     fig.update_xaxes(title_text="iteration", rangemode="tozero", tickformat="d")
+    fig.update_layout(title=title, legend=dict(orientation="h", y=-0.25), height=460)
+    return fig
+
+
+def curves_chart(curves: pd.DataFrame, title: str, full_scale: bool = False):
+    """Single runs' test accuracy and training loss against iteration, side by side: each run in its model's
+    colour (`model` column, else the label's first word), a second run of one model in another dash."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("test accuracy", "training loss"), horizontal_spacing=0.08)
+    model_of = dict(zip(curves["label"], curves["model"])) if "model" in curves else {}
+    styles = _styles(curves["label"].unique(), lambda lbl: model_of.get(lbl) or label_model(lbl))
+    for label, d in curves.groupby("label", sort=False):
+        c, dash = styles[label]
+        mode = "lines+markers" if len(d) < 60 else "lines"
+        fig.add_scatter(x=d["iter"], y=d["test_acc"], name=label, legendgroup=label, mode=mode,
+                        line=dict(color=c, dash=dash), row=1, col=1)
+        fig.add_scatter(x=d["iter"], y=d["loss"], name=label, legendgroup=label, mode=mode,
+                        line=dict(color=c, dash=dash), showlegend=False, row=1, col=2)
+    acc = curves["test_acc"].astype(float)
+    fig.update_yaxes(range=accuracy_range(acc.min(), acc.max(), full_scale or acc.empty), tickformat=".1%",
+                     row=1, col=1)
+    fig.update_yaxes(rangemode="tozero", row=1, col=2)
+    fig.update_xaxes(title_text="iteration", rangemode="tozero", tickformat="d")  # no 99.5 with one point
     fig.update_layout(title=title, legend=dict(orientation="h", y=-0.25), height=460)
     return fig
 

@@ -88,13 +88,17 @@ def frontier_chart(points: pd.DataFrame, cost: str, title: str):
     frontier as a line; points within the seed spread of the frontier are drawn as open diamonds."""
     import plotly.express as px
 
+    from mscompare.charts import model_colours
+
     pts = mark(points, cost) if "place" not in points else points
     hover = [c for c in ("width", "units", "seeds", "expand", "preset", "iters", "precision", "place") if c in pts]
     fig = px.scatter(pts, x=cost, y="test_acc", color="model", symbol="place", log_x=True, hover_data=hover,
                      error_y="acc_std" if "acc_std" in pts else None, title=title,
+                     color_discrete_map=model_colours(pts["model"].unique()),
                      symbol_map={"frontier": "circle", "within spread": "diamond-open", "below": "x",
                                  "spread unknown": "circle-open"},
-                     labels={cost: COSTS.get(cost, cost), "test_acc": "test accuracy", "place": "vs frontier"})
+                     labels={cost: COSTS.get(cost, cost), "test_acc": "test accuracy", "place": "vs frontier",
+                             "seeds": "n (seeds)"})
     for ds, d in pts.groupby("dataset"):
         f = pareto(d, cost)
         fig.add_scatter(x=f[cost], y=f["test_acc"], mode="lines", line=dict(color="grey", dash="dot"),

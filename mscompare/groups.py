@@ -59,6 +59,36 @@ def config_label(row) -> str:
     return " · ".join(bits)
 
 
+def run_label(row) -> str:
+    """One run in one line, the same on every page: its configuration (config_label), seed, accuracy where it
+    has one, and its id's random tail."""
+    get = row.get if isinstance(row, dict) else (lambda k, d=None: getattr(row, k, d))
+    acc = get("test_acc")
+    bits = [config_label(row), f"seed {int(get('seed') or 0)}"]
+    if acc is not None and acc == acc:
+        bits.append(f"{100 * float(acc):.2f}%")
+    return " · ".join(bits + [str(get("id"))[-6:]])
+
+
+def run_labels(runs: pd.DataFrame | list[dict]) -> dict[str, str]:
+    """run_label of each run (store rows, whose JSON gives expand, precision and device), by run id."""
+    df = describe(runs)
+    return {r["id"]: run_label(r) for r in df.to_dict("records")}
+
+
+def best_per_model(runs: list[dict]) -> list[str]:
+    """The most accurate finished run of each model on the dataset of the newest run: a default choice of runs."""
+    if not runs:
+        return []
+    dataset = max(runs, key=lambda r: r.get("created") or 0)["dataset"]
+    best: dict[str, dict] = {}
+    for r in runs:
+        if r["dataset"] == dataset and r.get("test_acc") is not None and (
+                r["model"] not in best or r["test_acc"] > best[r["model"]]["test_acc"]):
+            best[r["model"]] = r
+    return [best[m]["id"] for m in sorted(best)]
+
+
 def group(runs: pd.DataFrame | list[dict], finished: bool = True) -> pd.DataFrame:
     """One row per configuration over its finished runs (all its runs with `finished` False, for live curves):
     n seeds, mean, std (sample, n-1), min and max accuracy, params, MACs, images/s and the run ids. Runs of

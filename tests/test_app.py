@@ -9,7 +9,8 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
 
-PAGES = ["pages/architectures.py", "pages/train.py", "pages/sweep.py", "pages/predict.py", "pages/runs.py"]
+PAGES = ["pages/architectures.py", "pages/train.py", "pages/sweep.py", "pages/predict.py", "pages/runs.py",
+         "pages/docs.py"]
 
 
 def app(page=None):
@@ -21,10 +22,17 @@ def app(page=None):
     return at
 
 
-def test_home_cites_the_paper(app_env):
+def test_home_cites_the_paper_and_starts_a_new_user_in_three_steps(app_env):
+    import re
+
     at = app()
     text = " ".join(m.value for m in at.markdown)
     assert "multi-scale" in text and "2018" in text
+    assert [m.value.split("**")[1] for m in at.markdown if re.match(r"\*\*\d\. ", m.value)] == [
+        "1. Look at the units", "2. Train and compare", "3. Predict"]
+    results = (ROOT / "docs" / "RESULTS.md").read_text()
+    numbers = re.findall(r"\d+\.\d\d", text)  # the headline's numbers are RESULTS.md's
+    assert len(numbers) >= 5 and all(n in results for n in numbers), numbers
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -122,14 +130,20 @@ def test_sweep_page_runs_a_grid_and_draws_the_frontier(app_env):
     from ui import service
 
     svc = service()
-    sid = at.session_state["sweep_id"]
+    sid = at.query_params["sweep"]  # the sweep's id is in the URL
+    at.button[0].click().run()  # a double-click: the same sweep, not a second one
+    assert at.query_params["sweep"] == sid and [s["id"] for s in svc.sweep_list()] == [sid]
     deadline = time.time() + 180
     while svc.sweep_status(sid)["running"] and time.time() < deadline:
         time.sleep(0.5)
     status = svc.sweep_status(sid)
-    assert status["finished"] + status["summary"]["skipped"] == 2 and not status["error"]
-    at.run()
+    assert status["finished"] == 2 and status["state"] == "done" and not status["error"]
+    at = app()  # a new tab (or a reload) on the sweep's URL lists it with its trials
+    at.query_params["sweep"] = sid
+    at.switch_page("pages/sweep.py").run()
     assert not at.exception
+    assert any(t.value.startswith(f"{sid} (local, done)") and "2 of 2 trials ended" in t.value for t in at.text)
+    assert len(at.dataframe[0].value) == 2
     assert any("Pareto frontier" in str(c.proto.spec) for c in at.get("plotly_chart"))
     at.radio[-1].set_value("latency_ms").run()  # the Cost radio: latency measured on this machine
     assert not at.exception
@@ -183,3 +197,18 @@ def test_runs_page_compares_two_configurations_and_shows_reliability(app_env):
     assert any("McNemar" in c.value for c in at.caption)
     charts = [str(c.proto.spec) for c in at.get("plotly_chart")]
     assert any("Reliability" in c and "ECE" in c for c in charts)
+
+
+def test_runs_page_cancels_any_active_run_and_names_runs_one_way(app_env):
+    from ui import service
+
+    svc = service()
+    _, (rid,) = svc.start(["mobilenet"], "mnist", "quick", str(app_env / "data"), iters=100_000, width=8, seed=7)
+    at = app("pages/runs.py")
+    line = next(t.value for t in at.text if t.value.endswith(" iterations") and rid[-6:] in t.value)
+    assert line.startswith("mobilenet · mnist · quick 100,000 it · w8 · ") and " · seed 7 · " in line
+    next(b for b in at.button if b.key == f"cancel-{rid}").click().run()
+    assert not at.exception
+    assert svc.manager.wait(timeout=60) and svc.store.get(rid)["status"] == "cancelled"
+    curves = widget(at, "multiselect", "Compare curves of")
+    assert curves.format_func(rid).startswith("mobilenet · mnist · quick 100,000 it · w8 · ")

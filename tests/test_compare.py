@@ -165,3 +165,17 @@ def test_swapping_the_sides_mirrors_the_ci():
     a, b = rng.random((2, 500)) < 0.8, rng.random((3, 500)) < 0.7
     lo, hi = stats.seeds_and_images_ci(a, b)
     assert stats.seeds_and_images_ci(b, a) == (-hi, -lo)
+
+
+def test_one_run_label_and_the_best_run_per_model(tmp_path):
+    from mscompare.groups import best_per_model, run_labels
+
+    store = RunStore(tmp_path)
+    weak = _fake_run(store, "ms_add", 0, np.arange(100) < 60)
+    strong = _fake_run(store, "ms_add", 1, np.arange(100) < 90)
+    mob = _fake_run(store, "mobilenet", 0, np.arange(100) < 70)
+    store.update(weak, env={"device": "cpu", "precision": "bf16"})
+    labels = run_labels(store.list())
+    assert labels[strong] == f"ms_add · mnist · quick 100 it · w8 · 2 units · seed 1 · 90.00% · {strong[-6:]}"
+    assert labels[weak].startswith("ms_add · mnist · quick 100 it · w8 · 2 units · bf16 · seed 0 · 60.00%")
+    assert best_per_model(store.list()) == sorted([strong, mob], key=lambda r: store.get(r)["model"])

@@ -1,0 +1,49 @@
+"""Sweeps as records: listed from any Service on the store, cancelled from there, interrupted when their process died."""
+import json
+import time
+
+from conftest import digits_npz
+from mscompare.runs import RunStore
+from mscompare.service import Service
+from mscompare.sweeps import SweepLog, describe
+
+
+def wait_for(check, what, timeout=120):
+    deadline = time.time() + timeout
+    while not check():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_a_sweep_whose_process_died_reads_interrupted(tmp_path):
+    log = SweepLog(RunStore(tmp_path))
+    rec = log.create({"models": ["mobilenet"], "datasets": ["mnist"], "widths": [8], "seeds": 1,
+                      "preset": "quick"}, total=3, skipped=1, executor="local")
+    assert log.get(rec["id"])["state"] == "running"
+    path = tmp_path / "sweeps" / f"{rec['id']}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "owner": "999999999:1"}))  # a process long gone
+    got = log.list()[0]
+    assert got["state"] == "interrupted" and not got["running"] and got["finished"] == 1
+    assert "interrupted" in describe(got) and "1 of 3 trials ended" in describe(got)
+
+
+def test_another_service_lists_the_sweep_cancels_a_run_and_then_the_sweep(tmp_path):
+    data = tmp_path / "data"
+    digits_npz(data, name="mnist", n_train=200, n_test=50)
+    first = Service(tmp_path / "runs", concurrency=1)
+    args = (["mobilenet", "alexnet"], ["mnist"], [8], None, 1, "quick", 100_000, str(data))
+    sid = first.start_sweep(*args)
+    assert first.start_sweep(*args) == sid  # the same request while it runs: the same sweep
+    other = Service(tmp_path / "runs", concurrency=1)  # another server (or tab) on the same store
+    wait_for(lambda: any(r["status"] == "running" for r in other.store.list(tag=sid)), "a trial to train")
+    assert [s["id"] for s in other.sweep_list()] == [sid] and other.sweep_status(sid)["running"]
+    running = next(r["id"] for r in other.store.list(tag=sid) if r["status"] == "running")
+    other.cancel(running)  # the Runs page's Cancel on a run it doesn't own
+    wait_for(lambda: first.manager.snapshot(running).get("status") == "cancelled"
+             or first.sweep_status(sid)["counts"].get("cancelled"), "the run to stop")
+    assert other.sweep_status(sid)["running"]  # the rest of the sweep goes on
+    other.cancel_sweep(sid)
+    wait_for(lambda: not other.sweep_status(sid)["running"], "the sweep to stop", timeout=90)
+    s = other.sweep_status(sid)
+    assert s["state"] == "cancelled" and s["active"] == 0 and s["counts"].get("cancelled") == 1
+    assert "(local, cancelled)" in describe(s)
