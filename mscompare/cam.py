@@ -75,6 +75,14 @@ def overlay(arr: np.ndarray, heatmap: np.ndarray, min_side: int = 224, alpha: fl
     return overlay_mask(base, Image.fromarray(np.ascontiguousarray(heatmap, dtype=np.float32)), "jet", alpha)
 
 
+def scale_bar(width: int = 240, height: int = 12) -> np.ndarray:
+    """The maps' colour scale (jet, as overlay draws them) from no evidence (left) to most (right), as RGB uint8."""
+    from matplotlib import colormaps
+
+    row = (colormaps["jet"](np.linspace(0, 1, width))[:, :3] * 255).astype(np.uint8)
+    return np.repeat(row[None], height, axis=0)
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "image"
 

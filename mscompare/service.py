@@ -6,7 +6,6 @@ import functools
 import json
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +16,7 @@ from mscompare.datasets import DATASETS
 from mscompare.settings import data_roots
 from mscompare.jobs import RunManager
 from mscompare.runs import ACTIVE, RunStore, new_batch_id
+from mscompare.sweeps import SweepLog
 
 MAX_SEEDS = 10
 DEFAULT_SEEDS = 3  # the fewest seeds that give a seed spread to compare against (README: Seeds)
@@ -59,7 +59,8 @@ class Service:
     def __init__(self, runs_dir: str | Path | None = None, concurrency: int = 0):
         self.store = RunStore(runs_dir or settings.runs_dir())
         self.manager = RunManager(self.store, concurrency=concurrency)
-        self.sweeps: dict[str, dict] = {}
+        self.sweeps: dict[str, dict] = {}  # the sweeps this process runs; all of the store's: sweep_log
+        self.sweep_log = SweepLog(self.store)
         self._start_lock = threading.Lock()
         self._last_start: tuple[str, float, tuple[str, list[str]]] | None = None
 
@@ -107,7 +108,16 @@ class Service:
         return batch, self.manager.submit_many(runs, tag="app", batch=batch, fuse=fuse)
 
     def cancel(self, rid: str) -> None:
-        self.manager.cancel(rid)
+        """Cancel any active run: this server's batch runs through its manager; another's (a sweep's, the
+        CLI's) is marked cancelled in the store, which a sweep's loop takes as the order to stop it."""
+        if self.manager.snapshot(rid):
+            self.manager.cancel(rid)
+            return
+        row = self.store.get(rid)
+        if row is not None and row["status"] in ACTIVE:
+            from mscompare.jobs import finish
+
+            finish(self.store, rid, "cancelled", message="cancelled by the user")
 
     def training(self) -> bool:
         """Whether runs train now: a batch's or a sweep's."""
@@ -116,44 +126,71 @@ class Service:
     def start_sweep(self, models: list[str], datasets: list[str], widths: list[int], units: list[int] | None,
                     seeds: int, preset_name: str, iters: int | None, data_root: str, executor: str = "local",
                     workers: int = 0, device: str = "auto") -> str:
-        """Run a sweep in a background thread; its progress is in `sweep_status(id)`. Bad settings raise first."""
-        from mscompare.sweep import EXECUTORS, grid, run_trials
+        """Run a sweep in a background thread, recorded in the sweep log (mscompare.sweeps) so every tab and a
+        restarted server see it; its progress is in `sweep_status(id)`. The same request while that sweep still
+        runs (a double-click, a second tab) returns the running sweep. Bad settings raise first."""
+        from mscompare.sweep import EXECUTORS, finished_runs, grid, run_trials
 
         if not models or not datasets or not widths:
             raise ValueError("choose at least one model, one dataset and one width")
         if executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}")
-        trials = grid(models, datasets, widths, units or None, seeds, preset_name, iters, data_root, device)
-        sid = time.strftime("sweep-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
-        state = {"id": sid, "total": len(trials), "results": [], "summary": None, "error": "",
-                 "stop": threading.Event(), "executor": executor}
+        request = {"models": list(models), "datasets": list(datasets), "widths": [int(w) for w in widths],
+                   "units": [int(u) for u in units or []], "seeds": int(seeds), "preset": preset_name,
+                   "iters": iters, "data_root": str(data_root), "executor": executor, "device": device}
+        with self._start_lock:
+            same = [sid for sid, s in self.sweeps.items() if s["thread"].is_alive() and s["request"] == request]
+            if same:
+                return same[0]
+            trials = grid(models, datasets, widths, units or None, seeds, preset_name, iters, data_root, device)
+            skipped = sum(r is not None for r in finished_runs(self.store, trials))
+            sid = self.sweep_log.create(request, len(trials), skipped, executor)["id"]
+            state = {"id": sid, "request": request, "summary": None, "stop": threading.Event()}
 
-        def work():
-            try:
-                state["summary"] = run_trials(self.store, trials, tag=sid, executor=executor, workers=workers,
-                                              ray_address=settings.ray_address(),
-                                              on_result=state["results"].append, should_stop=state["stop"].is_set)
-            except KeyboardInterrupt:
-                state["error"] = "cancelled"
-            except Exception as e:  # noqa: BLE001 - shown on the page, never a dead thread
-                from mscompare.jobs import failure_message
+            def work():
+                end, error = "done", ""
+                try:
+                    state["summary"] = run_trials(self.store, trials, tag=sid, executor=executor, workers=workers,
+                                                  ray_address=settings.ray_address(),
+                                                  should_stop=lambda: state["stop"].is_set()
+                                                  or self.sweep_log.stop_requested(sid))
+                except KeyboardInterrupt:
+                    end = "cancelled"
+                except Exception as e:  # noqa: BLE001 - shown on the page, never a dead thread
+                    from mscompare.jobs import failure_message
 
-                state["error"] = failure_message(e)
+                    end, error = "failed", failure_message(e)
+                self.sweep_log.finish(sid, end, error)
 
-        state["thread"] = threading.Thread(target=work, daemon=True, name=sid)
-        self.sweeps[sid] = state
-        state["thread"].start()
-        return sid
+            state["thread"] = threading.Thread(target=work, daemon=True, name=sid)
+            self.sweeps[sid] = state
+            state["thread"].start()
+            return sid
+
+    def sweep_list(self) -> list[dict]:
+        """Every sweep of the run store (this server's, another's, the CLI's), newest first, with progress."""
+        return self.sweep_log.list()
 
     def sweep_status(self, sid: str) -> dict:
-        st_ = self.sweeps[sid]
-        res = list(st_["results"])
-        return {"id": sid, "total": st_["total"], "finished": len(res), "results": res,
-                "running": st_["thread"].is_alive(), "summary": st_["summary"], "error": st_["error"],
-                "executor": st_["executor"]}
+        """One sweep's record and progress (sweeps.SweepLog.get) plus a record per trial that ended; KeyError
+        for an unknown id."""
+        from mscompare.sweep import record
+
+        rec = self.sweep_log.get(sid)
+        if rec is None:
+            raise KeyError(sid)
+        mine = self.sweeps.get(sid)
+        if mine is not None:  # this process runs it: alive until its thread has written the end
+            rec["running"] = rec["running"] and mine["thread"].is_alive()
+        rec["summary"] = mine["summary"] if mine else None
+        rec["results"] = [record(r) for r in self.store.list(tag=sid) if r["status"] not in ACTIVE]
+        return rec
 
     def cancel_sweep(self, sid: str) -> None:
-        self.sweeps[sid]["stop"].set()
+        """Stop a sweep wherever it runs: what is left is cancelled, the sweep ends as cancelled."""
+        if sid in self.sweeps:
+            self.sweeps[sid]["stop"].set()
+        self.sweep_log.cancel(sid)
 
     def evaluation(self, rid: str) -> dict | None:
         """A finished run's whole-test-set evaluation with class names and, where the test split can still be
@@ -234,12 +271,17 @@ class Service:
         return df.sort_values("created", ascending=False).reset_index(drop=True)
 
     def curves(self, ids: list[str]) -> pd.DataFrame:
-        """Long-form test accuracy and loss curves; `label` names each run as model/dataset/preset/seed/id."""
+        """Long-form test accuracy and loss curves; `label` names each run (run_labels), `model` its model."""
         df = pd.DataFrame(self.store.curves(ids), columns=["run_id", "iter", "test_acc", "loss"])
-        rows = self.store.list(ids=list(dict.fromkeys(ids)))  # only the runs asked for
-        names = {r["id"]: f"{r['model']} ({r['dataset']}, {r['preset']}, s{r['seed']}, {r['id'][-6:]})" for r in rows}
-        df["label"] = df["run_id"].map(names)
+        df["label"] = df["run_id"].map(self.run_labels(ids))
+        df["model"] = df["run_id"].map({r["id"]: r["model"] for r in self.store.list(ids=list(dict.fromkeys(ids)))})
         return df
+
+    def run_labels(self, ids: list[str] | None = None) -> dict[str, str]:
+        """groups.run_label of each run asked for (all with None), by id: the one way a run is named."""
+        from mscompare.groups import run_labels
+
+        return run_labels(self.store.list(ids=list(dict.fromkeys(ids)) if ids is not None else None))
 
     @staticmethod
     def results(runs: pd.DataFrame) -> pd.DataFrame:

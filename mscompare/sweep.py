@@ -126,10 +126,16 @@ def _run_local(store, todo, tag, workers, ckdir, _address, should_stop, ended):
     mgr = RunManager(store, concurrency=workers, checkpoint_dir=ckdir)
     ids = mgr.submit_many([(t.model_config, t.train_config) for t in todo.values()], tag)
     pending = {rid: (i, t, RETRIES) for rid, (i, t) in zip(ids, todo.items())}
+    polled = time.time()
     try:
         while pending:
             if should_stop is not None and should_stop():
                 raise KeyboardInterrupt
+            if time.time() - polled > 1.0:  # a run cancelled in the store by another page or process: stop it here
+                polled = time.time()
+                for row in store.list(tag=tag, status="cancelled"):
+                    if row["id"] in pending and mgr.snapshot(row["id"]).get("status") in ACTIVE:
+                        mgr.cancel(row["id"])
             for rid, snap in mgr.snapshots().items():
                 if rid not in pending or snap.get("status") in ACTIVE:
                     continue
@@ -141,11 +147,12 @@ def _run_local(store, todo, tag, workers, ckdir, _address, should_stop, ended):
                     ended(i, rid)
             time.sleep(0.2)
     except KeyboardInterrupt:
+        by_user = {r["id"] for r in store.list(tag=tag, status="cancelled")}
         for rid in pending:
             mgr.cancel(rid)
         mgr.wait(timeout=30)
         for rid in pending:  # stopped by the sweep, not by a user's cancel: interrupted, as documented
-            if store.get(rid)["status"] in (*ACTIVE, "cancelled"):
+            if rid not in by_user and store.get(rid)["status"] in (*ACTIVE, "cancelled"):
                 finish(store, rid, "interrupted", message="the sweep was stopped")
         raise
 

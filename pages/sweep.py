@@ -6,6 +6,7 @@ from mscompare.datasets import DATASETS
 from mscompare.frontier import frontier_chart, protocol_label, protocols
 from mscompare.models import list_units
 from mscompare.service import find_datasets, no_data_help
+from mscompare.sweeps import describe
 from ui import latencies, page_setup, plain, service
 
 page_setup("pages/sweep.py")
@@ -36,28 +37,47 @@ if st.button(f"Start sweep ({n} trials)", type="primary", disabled=not found or 
         roots = {found[d] for d in datasets}
         if len(roots) > 1:
             raise ValueError("the chosen datasets live under different data roots; sweep them one at a time")
-        st.session_state["sweep_id"] = svc.start_sweep(models, datasets, widths, units, seeds, preset_name,
-                                                    iters or None, roots.pop(), executor)
+        sid = svc.start_sweep(models, datasets, widths, units, seeds, preset_name, iters or None, roots.pop(),
+                              executor)
+        st.query_params["sweep"] = sid
     except Exception as e:  # noqa: BLE001 - bad settings are shown, not raised
         st.error(f"Could not start: {plain(e)}")
 
 
-sid = st.session_state.get("sweep_id")
-if sid in svc.sweeps:
-    @st.fragment(run_every=2 if svc.sweep_status(sid)["running"] else None)
-    def progress():
-        s = svc.sweep_status(sid)
-        st.progress(s["finished"] / max(s["total"], 1))
-        done = s["summary"] or {}
-        st.text(f"{sid} ({s['executor']}): {s['finished']} of {s['total']} trials ran"
-                + (f", {done.get('skipped', 0)} skipped as already done" if done else "")
-                + (f". {s['error']}" if s["error"] else ""))
-        if s["running"] and st.button("Cancel sweep"):
-            svc.cancel_sweep(sid)
-        if s["results"]:
-            st.dataframe(s["results"], hide_index=True)
+def sweeps():
+    """Every sweep of the run store with its progress and Cancel; the one in the URL (?sweep=) with its trials.
+    Refreshed every 2 s while one runs, in this process or another."""
+    listed = svc.sweep_list()
+    shown = st.query_params.get("sweep")
+    if shown and shown not in {s["id"] for s in listed}:
+        st.warning(f"No sweep {plain(shown)} in this run store.")
+    for s in listed[:10]:
+        c1, c2 = st.columns([5, 1])
+        c1.progress(s["finished"] / max(s["total"], 1))
+        c1.text(describe(s))
+        if s["running"] and not s["cancelling"] and c2.button("Cancel sweep", key=f"cancel-{s['id']}"):
+            svc.cancel_sweep(s["id"])
+        if s["id"] != shown and c2.button("Show trials", key=f"show-{s['id']}"):
+            st.query_params["sweep"] = shown = s["id"]
+        if s["id"] == shown:
+            results = svc.sweep_status(shown)["results"]
+            if results:
+                num = st.column_config.NumberColumn
+                results = [{**r, "test_acc": None if r["test_acc"] is None else 100 * r["test_acc"]} for r in results]
+                c1.dataframe(results, hide_index=True, column_config={
+                    "run_id": "run", "test_acc": num("accuracy %", format="%.2f"), "seed": num("seed", format="%d"),
+                    "params": num("parameters", format="localized"), "macs": num("MACs / image", format="localized"),
+                    "seconds": num("seconds", format="%.1f"), "width": num("width", format="%d"),
+                    "units": num("units", format="%d")})
+    if polling and not any(s["running"] for s in listed):
+        st.rerun()  # the last sweep ended: redraw once without the timer, so an idle tab costs nothing
 
-    progress()
+
+listed_now = svc.sweep_list()
+if listed_now:
+    st.subheader("Sweeps")
+    polling = any(s["running"] for s in listed_now)
+    st.fragment(run_every=2 if polling else None)(sweeps)()
 
 st.subheader("Accuracy per cost: every finished run")
 pts = svc.frontier_points()
