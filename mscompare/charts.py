@@ -1,4 +1,4 @@
-"""Plotly figures shared by the app and the HTML report: curves with seed bands, confusion, reliability diagrams."""
+"""Plotly figures for the app and the HTML report: seed bands, confusion, reliability, layer time against MACs."""
 from __future__ import annotations
 
 import numpy as np
@@ -146,3 +146,30 @@ def reliability_chart(cal: dict, title: str):
     fig.update_layout(title=f"{title} (ECE {cal['ece']:.3f})", xaxis_title="confidence", yaxis_title="accuracy",
                       xaxis_range=[0, 1], yaxis_range=[0, 1], height=380, legend=dict(orientation="h", y=-0.3))
     return fig
+
+
+KIND_PALETTE = px.colors.qualitative.Dark24
+LAYER_KINDS = ("3x3 conv", "5x5 conv", "pointwise 1x1 conv", "depthwise 3x3 conv", "BatchNorm", "ReLU", "max-pool",
+               "linear", "identity")  # layertime.layer_kind's names; the own-ops kinds take the colours after these
+
+
+def layer_time_chart(df: pd.DataFrame, title: str):
+    """Each layer's share of the forward time against its share of MACs (layertime.breakdown), one panel per
+    batch, one colour per kind of layer, with the y = x diagonal: above it a layer takes more of the time than
+    of the arithmetic (memory-bound: depthwise, BatchNorm, pooling, concatenation)."""
+    batches = df.attrs.get("batches") or [int(c.removeprefix("ms_b")) for c in df.columns if c.startswith("ms_b")]
+    long = pd.concat([df.assign(batch=f"batch {b}", time_share=df[f"time_share_b{b}"], ms=df[f"ms_b{b}"])
+                      for b in batches], ignore_index=True)
+    kinds = list(LAYER_KINDS) + sorted(set(long["kind"]) - set(LAYER_KINDS))
+    fig = px.scatter(long, x="mac_share", y="time_share", color="kind", facet_col="batch", hover_name="layer",
+                     hover_data={"ms": ":.3f", "macs": ":,", "batch": False}, title=title,
+                     color_discrete_map={k: KIND_PALETTE[i % len(KIND_PALETTE)] for i, k in enumerate(kinds)},
+                     category_orders={"kind": [k for k in kinds if k in set(long["kind"])]},
+                     labels={"mac_share": "share of MACs (conv + linear)", "time_share": "share of forward time"})
+    top = max(long["mac_share"].max(), long["time_share"].max()) * 1.05
+    for i in range(len(batches)):
+        fig.add_shape(type="line", x0=0, y0=0, x1=top, y1=top, line=dict(dash="dot", color="grey"),
+                      row=1, col=i + 1)
+    fig.update_xaxes(range=[-0.01, top], tickformat=".0%").update_yaxes(range=[-0.01, top], tickformat=".0%")
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+    return fig.update_traces(marker=dict(size=9, opacity=0.8)).update_layout(height=440)

@@ -130,6 +130,16 @@ def prefetch(dataset: str, units: int | None, width: int, width_step: int = 8, w
         t.start()
 
 
+def wait_for_prefetch(timeout: float) -> bool:
+    """Wait up to `timeout` seconds for the background profiling to finish (a timing wants the cores and the GIL
+    to itself); True when none is running."""
+    with _prefetch["lock"]:
+        t = _prefetch["thread"]
+    if t is not None:
+        t.join(timeout)
+    return t is None or not t.is_alive()
+
+
 def _prefetch_loop() -> None:
     while True:
         with _prefetch["lock"]:
