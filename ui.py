@@ -7,7 +7,6 @@ import string
 import pandas as pd
 import plotly.express as px
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from mscompare.charts import band_chart, confusion_heatmap, reliability_chart  # noqa: F401 - the pages' charts
 from mscompare.profile import cached_profile, compare
@@ -85,24 +84,6 @@ def layer_profile(cfg_dict: dict):
     return p.layers, p.unit_params
 
 
-def accuracy_chart(curves: pd.DataFrame, title: str):
-    """Test accuracy (0-100%) and training loss against iteration, side by side, one colour per run."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("test accuracy", "training loss"), horizontal_spacing=0.08)
-    colours = px.colors.qualitative.Plotly
-    for i, (label, d) in enumerate(curves.groupby("label", sort=False)):
-        c = colours[i % len(colours)]
-        mode = "lines+markers" if len(d) < 60 else "lines"
-        fig.add_scatter(x=d["iter"], y=d["test_acc"], name=label, legendgroup=label, mode=mode,
-                        line_color=c, row=1, col=1)
-        fig.add_scatter(x=d["iter"], y=d["loss"], name=label, legendgroup=label, mode=mode, line_color=c,
-                        showlegend=False, row=1, col=2)
-    fig.update_yaxes(range=[0, 1.001], tickformat=".0%", row=1, col=1)
-    fig.update_yaxes(rangemode="tozero", row=1, col=2)
-    fig.update_xaxes(title_text="iteration", rangemode="tozero", tickformat="d")  # no 99.5 with one point
-    fig.update_layout(title=title, legend=dict(orientation="h", y=-0.25), height=460)
-    return fig
-
-
 @st.cache_data(show_spinner="Paired tests on the test images...", max_entries=64)
 def reference_deltas(run_groups: tuple[tuple[str, ...], ...], reference: str) -> pd.DataFrame:
     """Each configuration against the reference (cached per set of finished runs: the bootstrap takes a while)."""
@@ -148,3 +129,23 @@ def per_class_bars(ev: dict, title: str):
     fig = px.bar(d, x="class", y="accuracy", title=title)
     fig.update_yaxes(range=[0, 1], tickformat=".0%")
     return fig.update_layout(height=360)
+
+
+def onnx_download(key: str, what: str, file_name: str, make) -> None:
+    """An export button for `what`: on click `make()` (mscompare.export.export_bytes) writes the ONNX file and checks
+    it against PyTorch; the checked file is then offered for download with its parity line. A failed export or
+    parity check is one error line, and no file is offered."""
+    if st.button(f"Export {what} to ONNX", key=f"onnx-{key}",
+                 help="Dynamic batch axis; class names, mean and std in its metadata. Checked with ONNX Runtime "
+                      "against PyTorch on test images of its dataset (every logit within 1e-3) before it is offered."):
+        st.session_state.pop("onnx_export", None)
+        try:
+            with st.spinner(f"Exporting {what} and checking it against PyTorch on test images..."):
+                st.session_state["onnx_export"] = (key, *make())
+        except Exception as e:  # noqa: BLE001 - an ExportError, or the run store failing: one line either way
+            st.error(f"Can't export {plain(what)}: {plain(e)}")
+    done = st.session_state.get("onnx_export")
+    if done and done[0] == key:
+        st.download_button(f"Download {file_name}", done[1], file_name, "application/octet-stream",
+                           key=f"onnx-dl-{key}")
+        st.caption(plain(done[2].line()))

@@ -26,18 +26,73 @@ def _positive(s: str) -> int:
     return v
 
 
+def cmd_info_layers(a) -> int:
+    from mscompare import layertime
+    from mscompare.config import config_for
+    from mscompare.models import uses_expand
+
+    cfg = config_for(a.layers, a.dataset, a.units, a.width, a.expand if uses_expand(a.layers) else 1)
+    df = layertime.breakdown(cfg, tuple(a.batch), threads=1)
+    print(json.dumps(layertime.as_json(df)) if a.json else f"{layertime.header(df)}\n{layertime.table_text(df)}")
+    return 0
+
+
 def cmd_info(a) -> int:
     from mscompare.profile import compare
 
+    if a.layers:
+        return cmd_info_layers(a)
     df = compare(a.dataset, a.units, a.width, a.expand)
+    speed = None
+    if a.speed:
+        from mscompare.export import speed_all
+
+        speed = speed_all(a.dataset, a.units, a.width, a.expand)
     if a.json:
-        print(df.to_json(orient="records"))
+        print(df.to_json(orient="records") if speed is None else
+              json.dumps({"models": df.to_dict(orient="records"), "speed": speed.to_dict(orient="records")}))
     else:
         cols = ["model", "units", "expand", "params", "unit_params", "macs", "unit_ratio", "params_ratio",
                 "macs_ratio"]
         print(f"{a.dataset}: width {a.width}, expansion N/C {a.expand} (multi-scale units); conv + linear MACs "
               "per image (fvcore; one multiply-add = 1)")
         print(df[cols].to_string(index=False))
+        if speed is not None:
+            print("\ninference latency, ms: median on this machine now, freshly built models on random inputs; "
+                  "PyTorch eager vs ONNX Runtime (speedup = pytorch / onnxruntime)")
+            print(speed.drop(columns="all_cores").round(3).to_string(index=False))
+    return 0
+
+
+def cmd_export(a) -> int:
+    from mscompare import export as ex
+    from mscompare.runs import RunStore, StoreError
+
+    try:
+        if a.run:
+            from pathlib import Path
+
+            if not (Path(a.runs_dir) / "runs.sqlite").is_file():
+                print(f"mscompare: error: no run store in {a.runs_dir} (no runs.sqlite there); see --runs-dir",
+                      file=sys.stderr)
+                return 1
+            src = ex.from_run(RunStore(a.runs_dir), a.run)
+        else:
+            src = ex.from_shipped(a.shipped) if a.shipped else ex.from_file(a.checkpoint)
+        parity = ex.export(src, a.onnx, a.parity_images, a.parity_root)
+        lat = ex.latency(src.model, src.cfg, a.onnx) if a.latency else None
+    except (ex.ExportError, StoreError) as e:
+        print(f"mscompare: error: {e}", file=sys.stderr)
+        return 1
+    if a.json:
+        out = {"source": src.name, "onnx": a.onnx, "images": parity.images, "max_abs_diff": parity.max_abs_diff,
+               "top1_agreement": parity.agreement, "parity_images": parity.where}
+        print(json.dumps(out if lat is None else {**out, "latency": lat.to_dict(orient="records")}))
+        return 0
+    print(f"wrote {a.onnx} ({src.name}); {parity.line()}")
+    if lat is not None:
+        print("latency, ms (median on this machine now; speedup = pytorch / onnxruntime):")
+        print(lat.drop(columns="all_cores").round(3).to_string(index=False))
     return 0
 
 
@@ -133,12 +188,38 @@ def cmd_compare(a) -> int:
     return 0
 
 
+def cmd_runs_robustness(store, a) -> int:
+    """Accuracy of runs under the corruption suite: stored results, else computed once (a bar on a terminal)."""
+    from tqdm import tqdm
+
+    from mscompare import robustness
+
+    ids = [a.id, *a.more] if a.id else []
+    if not ids:
+        print("error: runs robustness needs at least one run id", file=sys.stderr)
+        return 2
+    try:
+        bar = tqdm(total=robustness.pending_steps(store, ids, a.corruption_seed), unit="pass",
+                   disable=not sys.stderr.isatty())
+        try:
+            res = robustness.for_runs(store, ids, a.corruption_seed, a.eval_root, progress=bar.update)
+        finally:
+            bar.close()
+    except robustness.RobustnessError as e:
+        print(f"mscompare: error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(res) if a.json else robustness.table_text(res))
+    return 0
+
+
 def cmd_runs(a) -> int:
     import pandas as pd
 
     from mscompare.runs import RunStore
 
     store = RunStore(a.runs_dir)
+    if a.action == "robustness":
+        return cmd_runs_robustness(store, a)
     if a.action == "show":
         row = store.get(a.id) if a.id else None
         if row is None:
@@ -331,7 +412,34 @@ def build_parser() -> ArgParser:
     i.add_argument("--units", **units)
     i.add_argument("--width", type=_positive, default=32)
     i.add_argument("--expand", type=_positive, default=1, help="N/C of the multi-scale units' 1x1 expansion")
+    i.add_argument("--speed", action="store_true",
+                   help="also time each model's inference at batch 1 and 64, one thread and every core, in PyTorch "
+                        "eager and exported to ONNX Runtime (a few seconds per model)")
+    i.add_argument("--layers", choices=list_units(), metavar="MODEL",
+                   help="instead: MODEL's forward time per layer on this CPU (1 thread, median) beside its MACs")
+    i.add_argument("--batch", type=_positive, nargs="+", default=[1, 128], metavar="N",
+                   help="--layers: the batch sizes to time (default: 1 and the training batch, 128)")
     i.add_argument("--json", action="store_true")
+
+    ex = sub.add_parser("export", help="export a finished run or a shipped checkpoint to ONNX, checked against PyTorch",
+                        description="Write an ONNX file (dynamic batch axis; class names, mean, std and the input's "
+                                    "layout in its metadata) and check it with ONNX Runtime against PyTorch on real "
+                                    "test images of the checkpoint's dataset: every logit within 1e-3, else an error "
+                                    "and no file. Where the test split is not on disk, the repository's samples/ "
+                                    "images are used.")
+    what = ex.add_mutually_exclusive_group(required=True)
+    what.add_argument("run", nargs="?", metavar="RUN", help="a finished run's id in the run store (see --runs-dir)")
+    what.add_argument("--shipped", metavar="DATASET/MODEL", help="a shipped checkpoint, e.g. mnist/ms_add")
+    what.add_argument("--checkpoint", metavar="FILE.safetensors", help="any mscompare checkpoint file")
+    ex.add_argument("--onnx", required=True, metavar="FILE.onnx", help="the file to write")
+    ex.add_argument("--parity-images", type=int, default=1000, metavar="N",
+                    help="test images to check on, evenly spaced through the test split (default 1000; 0: all)")
+    ex.add_argument("--data-root", dest="parity_root", default=None, metavar="DIR",
+                    help="the folder that holds the dataset's test split (default: the run's data root, else "
+                         "the data root of $MSCOMPARE_DATA_ROOT that has the dataset)")
+    ex.add_argument("--latency", action="store_true",
+                    help="also time PyTorch eager and ONNX Runtime at batch 1 and 64, one thread and every core")
+    ex.add_argument("--json", action="store_true")
 
     t = sub.add_parser("train", help="train one model")
     t.add_argument("--model", choices=list_units(), required=True)
@@ -357,9 +465,14 @@ def build_parser() -> ArgParser:
     t.add_argument("--threads", type=_positive, help="intra-op threads (default: the automatic thread policy)")
     t.add_argument("--json", action="store_true")
 
-    r = sub.add_parser("runs", help="list, show or export stored runs")
-    r.add_argument("action", nargs="?", choices=["list", "show", "export", "delete"], default="list")
+    r = sub.add_parser("runs", help="list, show, export or delete stored runs, or their robustness to corruptions")
+    r.add_argument("action", nargs="?", choices=["list", "show", "export", "delete", "robustness"], default="list")
     r.add_argument("id", nargs="?")
+    r.add_argument("more", nargs="*", metavar="ID", help="robustness: more run ids")
+    r.add_argument("--data-root", dest="eval_root", default=None, metavar="DIR",
+                   help="robustness: the folder that holds the runs' dataset (default: the one each run trained on)")
+    r.add_argument("--corruption-seed", type=int, default=0,
+                   help="robustness: the seed of the corruptions' random draws (default 0)")
     r.add_argument("--csv")
     r.add_argument("--json", action="store_true", help="show: the whole record, with confusion and per_class")
 
@@ -411,7 +524,7 @@ def build_parser() -> ArgParser:
         s.add_argument("--executor", choices=["local", "ray"], default="local")
         s.add_argument("--workers", type=_positive, help="trials at a time (default: the measured best for the cores)")
         s.add_argument("--ray-address", default="auto", help="auto starts or joins a local Ray; HOST:PORT joins a cluster")
-    for s in (t, r, rp, sw, c, rep):
+    for s in (t, r, rp, sw, c, rep, ex):
         s.add_argument("--runs-dir", default=None,
                        help="the run store's folder (default: $MSCOMPARE_RUNS_DIR, else ~/.local/share/mscompare/runs)")
     for s in (t, rp, sw):
@@ -459,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
             _stop_on_signals()
         return {"info": cmd_info, "train": cmd_train, "runs": cmd_runs, "predict": cmd_predict,
                 "reproduce": cmd_reproduce, "sweep": cmd_sweep, "compare": cmd_compare,
-                "report": cmd_report}[a.cmd](a)
+                "report": cmd_report, "export": cmd_export}[a.cmd](a)
     except (CompareError, PredictionsError) as e:
         print(f"mscompare: error: {e}", file=sys.stderr)
         return 1

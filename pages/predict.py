@@ -4,10 +4,12 @@ from pathlib import Path
 import streamlit as st
 
 from mscompare.checkpoints import SHIPPED
+from mscompare.groups import best_per_model, run_labels
+from mscompare.export import export_bytes, from_run, from_shipped
 from mscompare.images import ACCEPTED, MAX_MB, ImageError, open_image, upload_types
 from mscompare.predict import (PredictionError, canvas_image, display_copy, finished_runs, load_runs, load_set,
-                               predict, run_label)
-from ui import page_setup, plain, service, yield_to_training
+                               predict)
+from ui import onnx_download, page_setup, plain, service, yield_to_training
 
 page_setup("pages/predict.py")
 yield_to_training()
@@ -43,8 +45,8 @@ def file_stamp(path) -> int:
 
 
 def run_choice(row: dict) -> str:
-    acc = f", {row['test_acc']:.1%}" if row.get("test_acc") is not None else ""
-    return f"{run_label(row)}: {row['dataset']}{acc}"
+    """A finished run as the choosers name it: groups.run_label, as on every page."""
+    return labels[row["id"]]
 
 
 st.title("Predict")
@@ -65,9 +67,11 @@ else:
     if not rows:
         st.info("No finished run with a checkpoint yet: train one on the Train page, or use a shipped set.")
         st.stop()
-    picked = c1.multiselect("Finished runs", list(rows), default=list(rows)[:1],
+    labels = run_labels(list(rows.values()))
+    picked = c1.multiselect("Finished runs", list(rows), default=best_per_model(list(rows.values())),
                             format_func=lambda i: run_choice(rows[i]),
-                            help="newest first; runs on different data or image sizes can be mixed")
+                            help="newest first; by default the most accurate run of each model on the data of "
+                                 "the newest run. Runs on different data or image sizes can be mixed")
     if not picked:
         st.info("Choose one or more finished runs.")
         st.stop()
@@ -78,6 +82,15 @@ else:
     except Exception as e:  # noqa: BLE001 - a deleted or damaged checkpoint file
         st.error(f"Can't load {what}: {plain(e)}")
         st.stop()
+
+with c1.expander("Export to ONNX"):
+    if origin == "Shipped sets":
+        model_name = st.selectbox("Model", list(loaded), key="onnx_model")
+        spec = f"{which}/{model_name}"
+        onnx_download(spec, spec, f"{which}-{model_name}.onnx", lambda: export_bytes(from_shipped(spec)))
+    else:
+        rid = st.selectbox("Run", picked, format_func=lambda i: run_choice(rows[i]), key="onnx_pick")
+        onnx_download(rid, f"run {rid}", f"{rid}.onnx", lambda: export_bytes(from_run(store, rid)))
 
 invert = c1.selectbox("Invert colours", ["auto", "yes", "no"],
                       help="auto inverts images with a light background for the digit (1-channel) models")
@@ -130,20 +143,28 @@ except (ImageError, PredictionError) as e:
 
 st.image(display_copy(image), caption=f"{image.width}x{image.height}, mode {image.mode}", width=160)
 st.text(name)
-show_cam = st.toggle("Show class-activation maps",
+# the choice outlives the toggle: it is not drawn while no image is chosen, and Streamlit forgets undrawn widgets
+show_cam = st.toggle("Show class-activation maps", value=st.session_state.get("cam_on", False), key="cam_toggle",
+                     on_change=lambda: st.session_state.update(cam_on=st.session_state["cam_toggle"]),
                      help="Grad-CAM on each model's last unit: where in the input it found the evidence for its "
                           "top class (red: most), at the size of the input it saw")
 maps = {}
 if show_cam:
-    from mscompare.cam import explain, overlay
+    from mscompare.cam import explain, overlay, scale_bar
 
     try:
         maps = explain(loaded, result["inputs"])
+        st.image(scale_bar(), caption="colour scale of the maps: no evidence (blue) to most evidence (red)",
+                 width=240)
     except Exception as e:  # noqa: BLE001 - the predictions still show
         st.warning(f"Can't compute the class-activation maps: {plain(e)}")
+truth = Path(name).stem.rsplit("_", 1)[0] if source == "Sample" else None  # samples are named <class>_<index>
 cols = st.columns(len(loaded))
 for col, model in zip(cols, loaded):
     col.markdown(f"**{model}**")  # a model name and a run id's hex tail: no user text
+    if truth is not None:
+        top = result["predictions"][model][0]["label"]
+        col.markdown(":green-badge[right]" if top == truth else f":red-badge[wrong: it is {plain(truth)}]")
     col.image(result["inputs"][model], caption="what the model saw", width=96, clamp=True)
     if model in maps:
         m = maps[model]

@@ -116,5 +116,13 @@ def test_predict_page_cam_view(app_env):
     toggle.set_value(True).run()
     assert not at.exception and not at.error and not at.warning, [e.value for e in at.exception]
     images = at.get("image")
-    assert len(images) == 11  # the sample, 5 model inputs, 5 maps
+    assert len(images) == 12  # the sample, the maps' colour scale, 5 model inputs, 5 maps
     assert sum("evidence for 7" in str(i.proto) for i in images) >= 3
+    assert any("colour scale" in str(i.proto) for i in images)
+    marks = [m.value for m in at.markdown if "-badge[" in m.value]  # each model's top-1 against the sample's class
+    assert len(marks) == 5 and all(m in (":green-badge[right]", ":red-badge[wrong: it is 7]") for m in marks)
+    next(s for s in at.selectbox if s.label == "Sample test image").set_value(None).run()  # no image, no toggle
+    assert not [t for t in at.toggle if t.label == "Show class-activation maps"]
+    next(s for s in at.selectbox if s.label == "Sample test image").set_value("7_0.png").run()
+    assert next(t for t in at.toggle if t.label == "Show class-activation maps").value  # still on, maps shown
+    assert len(at.get("image")) == 12

@@ -372,7 +372,7 @@ def test_predict_page_with_runs_and_maps(app_env, trained_runs):
     assert len(at.get("progress")) == 6 and len(at.get("image")) == 3
     next(t for t in at.toggle if t.label == "Show class-activation maps").set_value(True).run()
     assert not at.exception and not at.error and not at.warning
-    assert len(at.get("image")) == 5  # the upload, 2 model inputs, 2 maps
+    assert len(at.get("image")) == 6  # the upload, the maps' colour scale, 2 model inputs, 2 maps
     picker = next(m for m in at.multiselect if m.label == "Finished runs")
     picker.set_value([trained_runs["tinydigits"]]).run()
     assert not at.exception and next(r for r in at.radio if r.label == "Input").options == ["Upload", "Sample", "Draw"]
