@@ -10,7 +10,7 @@ from conftest import ROOT, app_server, digits_npz
 from mscompare.models import list_units
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [pytest.mark.browser, pytest.mark.slow,
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser"),  # one server
               pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
                                  "(apt-get install chromium chromium-driver); .ci/run installs it")]
 SHOTS = ROOT / "tests" / "screenshots"

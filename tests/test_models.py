@@ -62,7 +62,7 @@ def test_merge_methods_differ_as_the_paper_says():
     assert cat_unit(x).shape == add_unit(x).shape == x.shape  # residual keeps the unit's width
 
 
-@pytest.mark.parametrize("bad", [dict(model="resnet"), dict(units=0), dict(units=5), dict(width=12),
+@pytest.mark.parametrize("bad", [dict(model="no-such-unit"), dict(units=0), dict(units=5), dict(width=12),
                                  dict(in_channels=2), dict(input_size=4), dict(num_classes=1)])
 def test_bad_config_is_a_clear_error(bad):
     with pytest.raises(ValueError):

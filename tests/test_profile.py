@@ -111,4 +111,4 @@ def test_prefetch_profiles_the_neighbouring_slider_positions_in_the_background()
     for units, width in ((1, 24), (3, 24), (2, 32), (2, 16)):
         for m in ("alexnet", "ms_add"):
             profile.cached_profile(config_for(m, "mnist", units=units, width=width))
-    assert profile.cached_profile.cache_info().hits >= 8 and profile.cached_profile.cache_info().currsize == 20
+    assert profile.cached_profile.cache_info().hits >= 8 and profile.cached_profile.cache_info().currsize == info.currsize
