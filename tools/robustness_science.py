@@ -72,7 +72,7 @@ def tables(_a) -> None:
         if not f.is_file():
             continue
         res = json.loads(f.read_text())
-        rows = []
+        rows, curve = [], []
         for m in UNITS:
             mine = [r for r in res if r["model"] == m]
             if not mine:
@@ -83,11 +83,31 @@ def tables(_a) -> None:
                 return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f}"
             per = {name: np.mean([np.mean(r["corruptions"][name]) for r in mine]) * 100
                    for name in mine[0]["corruptions"]}
+            sev = np.mean([[np.mean([r["corruptions"][n][s] for n in r["corruptions"]]) for s in range(5)]
+                           for r in mine], axis=0) * 100
             rows.append({"unit": m, "seeds": len(mine), "clean %": stat("clean"),
                          "mean corruption %": stat("mean_corruption"), "relative drop %": stat("relative_drop"),
                          **{n: f"{v:.1f}" for n, v in per.items()}})
+            curve.append({"unit": m, **{f"severity {s + 1}": f"{v:.1f}" for s, v in enumerate(sev)}})
         print(f"\n### {dataset}\n")
         print(pd.DataFrame(rows).to_markdown(index=False))
+        print("\nmean over corruptions at each severity (%):\n")
+        print(pd.DataFrame(curve).to_markdown(index=False))
+        seeded = [m for m in UNITS if sum(r["model"] == m for r in res) > 1]
+        pairs = [(x, y) for i, x in enumerate(seeded) for y in seeded[i + 1:]]
+        if pairs:
+            from scipy.stats import ttest_ind
+
+            print("\nunit A - unit B over seeds (points; Welch's t-test p):\n")
+            out = []
+            for x, y in pairs:
+                row = {"A": x, "B": y}
+                for k in ("mean_corruption", "relative_drop"):
+                    va, vb = ([100 * r[k] for r in res if r["model"] == m] for m in (x, y))
+                    p = ttest_ind(va, vb, equal_var=False).pvalue
+                    row[k] = f"{np.mean(va) - np.mean(vb):+.2f} (p {p:.2g})"
+                out.append(row)
+            print(pd.DataFrame(out).to_markdown(index=False))
 
 
 def main() -> None:
