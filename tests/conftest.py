@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# The suite runs one pytest worker per core (pytest.ini): OpenMP threads that wait passively cost little when
+# The suite runs one pytest worker per core, one test file per worker at a time (pytest.ini): OpenMP threads that wait passively cost little when
 # the workers' training threads outnumber the cores. Set before torch loads, and inherited by every subprocess.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

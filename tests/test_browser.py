@@ -10,7 +10,7 @@ from conftest import ROOT, app_server, digits_npz
 from mscompare.models import list_units
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser"),  # one server
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
                                  "(apt-get install chromium chromium-driver); .ci/run installs it")]
 SHOTS = ROOT / "tests" / "screenshots"
@@ -86,7 +86,7 @@ def test_training_shows_live_curves_and_results(server, page, shot_on_failure):
     page.locator("[data-testid='stPlotlyChart']").first.wait_for()
     assert page.get_by_text(f"{n} done").count() == 1
     page.get_by_text("Results by configuration").first.wait_for()
-    page.wait_for_timeout(2500)  # the next fragment refresh draws the finished curves
+    wait_until(page, lambda: chart_points(page) > 0, "the finished curves")  # drawn by the next fragment refresh
     no_exception(page)
     page.screenshot(path=SHOTS / "train-done.png")
 
@@ -203,8 +203,7 @@ def test_batch_live_cancel_reload_and_csv(server, page, shot_on_failure):
     page.get_by_text("0 of 2 runs active").wait_for(timeout=600_000)
     summary = page.get_by_text("0 of 2 runs active").inner_text()
     assert "1 done" in summary and "1 cancelled" in summary, summary
-    page.wait_for_timeout(2500)  # the last redraw after the batch finished
-    assert chart_points(page) > points
+    wait_until(page, lambda: chart_points(page) > points, "the last redraw after the batch finished")
     no_exception(page)
     tall_shot(page, "train-cancelled.png")
 

@@ -21,7 +21,6 @@ from mscompare.predict import model_input, preprocess
 from mscompare.runs import RunStore
 
 SAMPLES = ROOT / "samples" / "mnist"
-pytestmark = pytest.mark.xdist_group("export")  # one worker: the exporter's first call (~4 s) is paid once
 
 
 @pytest.fixture(scope="module")

@@ -112,20 +112,44 @@ def test_a_four_trial_sweep_on_a_local_ray_cluster(data, tmp_path):
         ray.shutdown()
 
 
+def _parent(pid: int) -> int:
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def _ray_trial_pids() -> list[int]:
-    """Ray worker processes executing a trial now: Ray titles a busy worker `ray::<task function>`."""
+    """This test's Ray worker processes executing a trial now (Ray titles a busy worker `ray::<task function>`;
+    the local cluster's processes descend from this one, so another test's cluster is left alone)."""
     out = subprocess.run(["pgrep", "-f", "^ray::_ray_trial"], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
+    mine = []
+    for pid in map(int, out.stdout.split()):
+        p = pid
+        while p > 1 and p != os.getpid():
+            p = _parent(p)
+        if p == os.getpid():
+            mine.append(pid)
+    return mine
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time a process has used (utime + stime from /proc), 0 once it is gone."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _kill_ray_attempts(n: int, stop: threading.Event, killed: list) -> None:
-    """SIGKILL the worker of each of the next `n` trial attempts as soon as it runs the trial."""
+    """SIGKILL the worker of each of the next `n` trial attempts once it has run the trial for a CPU second."""
     while len(killed) < n and not stop.is_set():
-        pids = [p for p in _ray_trial_pids() if p not in killed]
-        if pids:  # the title is set when the attempt starts executing the trial
+        pids = [p for p in _ray_trial_pids() if p not in killed and _cpu_seconds(p) >= 1.0]
+        if pids:
             os.kill(pids[0], signal.SIGKILL)
             killed.append(pids[0])
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
 @pytest.mark.ray
@@ -139,7 +163,7 @@ def test_a_killed_ray_worker_is_retried_once_and_then_recorded(data, tmp_path, k
     killer.start()
     try:
         store = RunStore(tmp_path / "runs")
-        trials = grid(["mobilenet"], ["mnist"], [8], iters=3000, data_root=str(data), device="cpu")
+        trials = grid(["mobilenet"], ["mnist"], [8], iters=1000, data_root=str(data), device="cpu")
         out = run_trials(store, trials, "ray", executor="ray")
         stop.set()
         assert len(killed) == kills
@@ -148,7 +172,7 @@ def test_a_killed_ray_worker_is_retried_once_and_then_recorded(data, tmp_path, k
         if status == "failed":
             assert row["message"].startswith("failed after a retry") and "died" in row["message"].lower()
         else:
-            assert [p["iter"] for p in store.curve(row["id"])][-1] == 3000
+            assert [p["iter"] for p in store.curve(row["id"])][-1] == 1000
     finally:
         stop.set()
         ray.shutdown()

@@ -165,8 +165,8 @@ def test_service_curves_label_only_the_runs_asked_for(tmp_path):
         svc.store.add_point(rid, 100, acc, 1.0, 10.0)
     df = svc.curves([b])
     assert df["run_id"].tolist() == [b] and df["test_acc"].tolist() == [0.6]
-    assert df["label"].tolist() == [f"alexnet (mnist, paper, s0, {b[-6:]})"]
-    assert svc.curves([a, a])["label"].str.startswith("mobilenet (mnist, paper, s4").all()
+    assert df["label"].tolist() == [f"alexnet · mnist · paper 5,000 it · w8 · 2 units · seed 0 · {b[-6:]}"]
+    assert svc.curves([a, a])["label"].str.startswith("mobilenet · mnist · paper 5,000 it · w8 · 2 units · seed 4 · ").all()
 
 
 def test_precision_resolution(monkeypatch):
