@@ -106,7 +106,7 @@ def test_upload_shows_predictions(server, page):
 START = re.compile(r"^Start \d+ runs? \(")
 RESULT_COLUMNS = ["run_id", "model", "dataset", "preset", "iters", "seed", "units", "width", "status", "params",
                   "macs", "test_acc_%", "seconds", "images_per_s", "created"]
-RUN_LINE = re.compile(r"^(alexnet|mobilenet|googlenet|ms_concat|ms_add): ")
+RUN_LINE = re.compile(rf"^({'|'.join(map(re.escape, list_units()))}): ")
 
 
 def settle(page):
@@ -121,7 +121,7 @@ def start_batch(page, server, models, iters, seeds=1):
     page.get_by_role("button", name=START).wait_for()
     settle(page)  # a deep link on a fresh server goes through app.py first and redraws the form
     chosen = page.get_by_test_id("stMultiSelect").first
-    for m in ("alexnet", "mobilenet", "googlenet", "ms_concat", "ms_add"):
+    for m in list_units():
         remove = chosen.get_by_role("button", name=f"Remove {m}")
         if m not in models and remove.count():
             remove.click()
@@ -182,7 +182,7 @@ def shot_on_failure(page, request):
 
 
 def test_batch_live_cancel_reload_and_csv(server, page, shot_on_failure):
-    batch = start_batch(page, server, ["alexnet", "mobilenet"], 1500)  # long enough to cancel one mid-run
+    batch = start_batch(page, server, ["alexnet", "mobilenet"], 800)  # long enough to cancel one mid-run
     page.get_by_text("alexnet: running").wait_for()
     page.get_by_text("mobilenet: running").wait_for()
     # live: the progress lines move and the chart gets traces (eval every 50 iterations) while the runs go on
@@ -217,7 +217,7 @@ def test_batch_live_cancel_reload_and_csv(server, page, shot_on_failure):
     assert list(rows[0].keys()) == RESULT_COLUMNS
     assert sorted((r["model"], r["status"]) for r in rows) == [("alexnet", "done"), ("mobilenet", "cancelled")]
     done = next(r for r in rows if r["status"] == "done")
-    assert done["iters"] == "1500" and float(done["images_per_s"]) > 0 and 0 <= float(done["test_acc_%"]) <= 100
+    assert done["iters"] == "800" and float(done["images_per_s"]) > 0 and 0 <= float(done["test_acc_%"]) <= 100
 
     # a newer batch exists; the URL of the first still shows the first, and only it, also after a reload
     newer = start_batch(page, server, ["alexnet"], 10)

@@ -60,7 +60,7 @@ def _workers():
 
 def test_a_killed_worker_is_retried_once_and_a_repeated_failure_is_recorded(data, tmp_path):
     store = RunStore(tmp_path / "runs")
-    trials = grid(["mobilenet"], ["mnist"], [8], iters=400, data_root=str(data), device="cpu")
+    trials = grid(["mobilenet"], ["mnist"], [8], iters=200, data_root=str(data), device="cpu")
     seen = []
     result = {}
     t = threading.Thread(target=lambda: result.update(run_trials(store, trials, "t", workers=1,
@@ -163,7 +163,7 @@ def test_a_killed_ray_worker_is_retried_once_and_then_recorded(data, tmp_path, k
     killer.start()
     try:
         store = RunStore(tmp_path / "runs")
-        trials = grid(["mobilenet"], ["mnist"], [8], iters=1000, data_root=str(data), device="cpu")
+        trials = grid(["mobilenet"], ["mnist"], [8], iters=300, data_root=str(data), device="cpu")
         out = run_trials(store, trials, "ray", executor="ray")
         stop.set()
         assert len(killed) == kills
@@ -172,7 +172,7 @@ def test_a_killed_ray_worker_is_retried_once_and_then_recorded(data, tmp_path, k
         if status == "failed":
             assert row["message"].startswith("failed after a retry") and "died" in row["message"].lower()
         else:
-            assert [p["iter"] for p in store.curve(row["id"])][-1] == 1000
+            assert [p["iter"] for p in store.curve(row["id"])][-1] == 300
     finally:
         stop.set()
         ray.shutdown()
