@@ -81,6 +81,8 @@ with torch_threads(1):  # batch-1 traces of tiny nets: a second thread only wait
     df = compare_table(dataset, units or None, width, expand)
 prefetch(dataset, units or None, width, width_step=8, widths=(8, 128), datasets=tuple(DATASETS))  # the next moves
 df = df.merge(best_accuracy(dataset, width), on=["model", "units"], how="left")
+df["runs"] = df["runs"].fillna(0).astype(int)
+df["accuracy"] = [f"{a:.2f}" if a == a else "–" for a in df["accuracy"]]  # "–": no finished run, not "None"
 measure = st.toggle("Measure speed on this machine", key="arch_speed",
                     help="Batch-1 inference latency (median, after warm-up, 1 thread) and training images/s "
                          "(Adam, batch 128, random data). Takes a few seconds per model for each setting "
@@ -109,7 +111,7 @@ st.dataframe(df[["model", "units", "expand", "accuracy", "runs", "params", "macs
                             "unit_ratio": st.column_config.NumberColumn("unit params × MobileNet", format="%.2f×"),
                             "params_ratio": st.column_config.NumberColumn("params × MobileNet", format="%.2f×"),
                             "macs_ratio": st.column_config.NumberColumn("MACs × MobileNet", format="%.2f×"),
-                            "accuracy": st.column_config.NumberColumn("best acc %", format="%.2f"),
+                            "accuracy": st.column_config.TextColumn("best acc %"),
                             "runs": st.column_config.NumberColumn("runs", format="%d"),
                             "latency_1t_ms": st.column_config.NumberColumn("batch-1 latency, ms (1 thread)",
                                                                            format="%.2f"),

@@ -43,6 +43,13 @@ def own_home(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def mnist_like(tmp_path):
+    """An MNIST-shaped dataset named mnist (300 train, 100 test images) under tmp_path/data: quick to learn."""
+    digits_npz(tmp_path / "data", name="mnist", n_train=300, n_test=100)
+    return tmp_path / "data"
+
+
+@pytest.fixture
 def tiny_npz(tmp_path):
     digits_npz(tmp_path)
     return tmp_path

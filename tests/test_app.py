@@ -82,6 +82,7 @@ def widget(at, kind: str, label: str):
     return next(w for w in at.get(kind) if w.label == label)
 
 
+@pytest.mark.slow
 def test_train_page_runs_seeds_in_background_and_shows_grouped_results(app_env):
     at = app("pages/train.py")
     widget(at, "number_input", "Iterations (0 = preset's)").set_value(20)

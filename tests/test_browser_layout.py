@@ -9,8 +9,9 @@ import pytest
 from conftest import ROOT, app_server, digits_npz
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                "(apt-get install chromium chromium-driver); .ci/run installs it")
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
+                                 "(apt-get install chromium chromium-driver); .ci/run installs it")]
 SHOTS = ROOT / "tests" / "screenshots"
 PAGES = {"": "mscompare", "architectures": "Architectures", "train": "Train & compare", "sweep": "Sweep",
          "predict": "Predict", "runs": "Runs", "docs": "Docs"}

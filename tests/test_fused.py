@@ -103,6 +103,7 @@ def test_what_fuses():
     assert fused.why_not_fused([m, m], [a, a]) == "repeated seeds"
 
 
+@pytest.mark.slow
 def test_train_seeds_fused_matches_unfused_from_the_cli(tiny_npz, tmp_path, capsys):
     import json
 

@@ -1,11 +1,13 @@
 """Reproduction: trains model x seed, resumes without redoing finished runs, writes the tables and curves."""
 import pandas as pd
+import pytest
 
 from mscompare.reproduce import run_all, ship_checkpoints, table, write_report
 from mscompare.runs import RunStore
 from mscompare.checkpoints import load_checkpoint, read_manifest, sha256
 
 
+@pytest.mark.slow
 def test_reproduce_resumes_and_reports(tmp_path, tiny_npz, monkeypatch):
     from mscompare import datasets
 
