@@ -375,10 +375,24 @@ def cmd_sweep(a) -> int:
         def show(rec):
             bar.update(1)
             bar.set_postfix(last=f"{rec['model']} w{rec['width']} {rec['status']} {rec['test_acc'] or 0:.4f}")
+    from mscompare.sweep import finished_runs
+    from mscompare.sweeps import SweepLog
+
+    log = SweepLog(store)  # recorded like the app's sweeps, so the Sweep page lists it and can cancel it
+    request = {"models": a.models, "datasets": a.datasets, "widths": a.widths, "units": a.units or [],
+               "seeds": a.seeds, "preset": a.preset, "iters": a.iters, "data_root": str(a.data_root),
+               "executor": a.executor, "device": a.device}
+    sid = log.create(request, len(trials), sum(r is not None for r in finished_runs(store, trials)), a.executor)["id"]
+    end = "failed"
     try:
-        out = run_trials(store, trials, tag="sweep", executor=a.executor, workers=a.workers or 0,
-                         ray_address=a.ray_address, on_result=show)
+        out = run_trials(store, trials, tag=sid, executor=a.executor, workers=a.workers or 0,
+                         ray_address=a.ray_address, on_result=show, should_stop=lambda: log.stop_requested(sid))
+        end = "done"
+    except KeyboardInterrupt:
+        end = "cancelled" if log.stop_requested(sid) else "interrupted"
+        raise
     finally:
+        log.finish(sid, end)
         if bar is not None:
             bar.close()
     summary = {k: out[k] for k in ("done", "failed", "skipped")}

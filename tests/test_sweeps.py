@@ -47,3 +47,31 @@ def test_another_service_lists_the_sweep_cancels_a_run_and_then_the_sweep(tmp_pa
     s = other.sweep_status(sid)
     assert s["state"] == "cancelled" and s["active"] == 0 and s["counts"].get("cancelled") == 1
     assert "(local, cancelled)" in describe(s)
+
+
+def test_a_cli_sweep_is_listed_and_cancelled_from_the_app(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    data = tmp_path / "data"
+    digits_npz(data, name="mnist", n_train=200, n_test=50)
+    runs = tmp_path / "runs"
+    p = subprocess.Popen([sys.executable, "-m", "mscompare", "sweep", "--models", "mobilenet", "alexnet",
+                          "--datasets", "mnist", "--widths", "8", "--iters", "100000", "--data-root", str(data),
+                          "--runs-dir", str(runs), "--workers", "1"], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        app = Service(runs, concurrency=1)
+        wait_for(lambda: any(s["active"] for s in app.sweep_list()), "the CLI's sweep to train")
+        sweep = app.sweep_list()[0]
+        assert sweep["running"] and sweep["total"] == 2 and "2 models × mnist" in describe(sweep)
+        app.cancel_sweep(sweep["id"])
+        _, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 130, err
+    ended = app.sweep_status(sweep["id"])
+    assert ended["state"] == "cancelled" and not ended["running"]
+    assert {r["status"] for r in app.store.list(tag=sweep["id"])} <= {"cancelled", "interrupted"}
