@@ -110,7 +110,7 @@ def cost_chart(runs: pd.DataFrame, title: str):
     """Accuracy against parameters and against MACs, one point per finished run (log x axes)."""
     import plotly.express as px
 
-    from mscompare.charts import model_colours
+    from mscompare.charts import accuracy_range, model_colours
 
     long = runs.melt(id_vars=["model", "dataset", "test_acc", "seed"], value_vars=["params", "macs"],
                      var_name="cost", value_name="count")
@@ -118,7 +118,7 @@ def cost_chart(runs: pd.DataFrame, title: str):
                      log_x=True, title=title, hover_data=["seed"], labels={"test_acc": "test accuracy"},
                      color_discrete_map=model_colours(runs["model"].unique()))
     fig.update_xaxes(matches=None)
-    fig.update_yaxes(tickformat=".1%")
+    fig.update_yaxes(tickformat=".1%", range=accuracy_range(runs["test_acc"].min(), runs["test_acc"].max(), False))
     return fig.for_each_annotation(lambda a: a.update(text={"cost=params": "parameters",
                                                             "cost=macs": "MACs per image"}.get(a.text, a.text)))
 
