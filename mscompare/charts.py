@@ -28,7 +28,7 @@ def model_colours(models=None) -> dict[str, str]:
     return {m: model_colour(m) for m in (models if models is not None else list_units())}
 
 
-def _styles(labels, model_of) -> dict[str, tuple[str, str]]:
+def line_styles(labels, model_of) -> dict[str, tuple[str, str]]:
     """Each label's (colour, dash): its model's colour; a second configuration of one model gets another dash."""
     seen: dict[str, int] = {}
     out = {}
@@ -72,7 +72,7 @@ def band_chart(bands: pd.DataFrame, title: str, full_scale: bool = False):
     """Test accuracy and training loss against iteration: the mean over seeds as a line, min-max as a band."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("test accuracy (mean, band: min-max over seeds)",
                                                         "training loss"), horizontal_spacing=0.08)
-    styles = _styles(bands["label"].unique(), label_model)
+    styles = line_styles(bands["label"].unique(), label_model)
     for label, d in bands.groupby("label", sort=False):
         c, dash = styles[label]
         for col, (mean, lo, hi) in enumerate((("acc_mean", "acc_min", "acc_max"),
@@ -101,7 +101,7 @@ def curves_chart(curves: pd.DataFrame, title: str, full_scale: bool = False):
     colour (`model` column, else the label's first word), a second run of one model in another dash."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("test accuracy", "training loss"), horizontal_spacing=0.08)
     model_of = dict(zip(curves["label"], curves["model"])) if "model" in curves else {}
-    styles = _styles(curves["label"].unique(), lambda lbl: model_of.get(lbl) or label_model(lbl))
+    styles = line_styles(curves["label"].unique(), lambda lbl: model_of.get(lbl) or label_model(lbl))
     for label, d in curves.groupby("label", sort=False):
         c, dash = styles[label]
         mode = "lines+markers" if len(d) < 60 else "lines"

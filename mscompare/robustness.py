@@ -233,19 +233,21 @@ def chart(curves: pd.DataFrame, title: str = "Accuracy vs corruption severity"):
     seeds where a configuration has several."""
     from plotly.subplots import make_subplots
 
-    from mscompare.charts import PALETTE
+    from mscompare.charts import label_model, line_styles
 
     names = list(dict.fromkeys(curves["corruption"]))
     cols = 4
     fig = make_subplots(rows=-(-len(names) // cols), cols=cols, subplot_titles=[n.replace("_", " ") for n in names],
                         shared_yaxes=True, vertical_spacing=0.12)
-    for i, (label, d) in enumerate(curves.groupby("label", sort=False)):
+    style = line_styles(list(dict.fromkeys(curves["label"])), label_model)  # each model's colour on every page
+    for label, d in curves.groupby("label", sort=False):
         for k, name in enumerate(names):
             e = d[d["corruption"] == name]
             err = dict(type="data", array=e["std"].fillna(0).tolist(), visible=bool(e["n"].max() > 1))
             fig.add_scatter(x=e["severity"], y=e["mean"], error_y=err, mode="lines+markers",
                             name=f"{label} (n={e['n'].max()})", legendgroup=label, showlegend=k == 0,
-                            line_color=PALETTE[i % len(PALETTE)], row=k // cols + 1, col=k % cols + 1)
+                            line=dict(color=style[label][0], dash=style[label][1]), row=k // cols + 1,
+                            col=k % cols + 1)
     fig.update_yaxes(range=[0, 1.001], tickformat=".0%")
     fig.update_xaxes(tickvals=list(range(6)))
     fig.update_layout(title=title, height=260 * (-(-len(names) // cols)) + 120,
