@@ -203,7 +203,8 @@ def test_batch_live_cancel_reload_and_csv(server, page, shot_on_failure):
     page.get_by_text("0 of 2 runs active").wait_for(timeout=600_000)
     summary = page.get_by_text("0 of 2 runs active").inner_text()
     assert "1 done" in summary and "1 cancelled" in summary, summary
-    wait_until(page, lambda: chart_points(page) > points, "the last redraw after the batch finished")
+    wait_until(page, lambda: chart_points(page) > points  # the results redrawn after the batch finished
+               and page.get_by_text("No run of this batch has finished yet.").count() == 0, "the final results")
     no_exception(page)
     tall_shot(page, "train-cancelled.png")
 
