@@ -65,6 +65,14 @@ def app_env(tmp_path_factory):
     return base
 
 
+def wait_for(check, what: str = "the condition", timeout: float = 120) -> None:
+    """Poll `check` (a store row, a snapshot, a process) until it holds; fail naming `what` after `timeout` s."""
+    deadline = time.time() + timeout
+    while not check():
+        assert time.time() < deadline, f"timed out after {timeout:g} s waiting for {what}"
+        time.sleep(0.05)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import digits_npz
+from conftest import digits_npz, wait_for
 from mscompare import jobs
 from mscompare.config import TrainConfig
 from mscompare.jobs import RunManager, execute
@@ -23,13 +23,6 @@ SMALL = ModelConfig(model="mobilenet", width=8, units=2, num_classes=4)
 def tcfg(root, **kw):
     return TrainConfig(**{"dataset": "tinydigits", "data_root": str(root), "iters": 20, "batch_size": 32,
                           "eval_every": 10, "device": "cpu", **kw})
-
-
-def wait_for(pred, timeout=60):
-    end = time.time() + timeout
-    while not pred():
-        assert time.time() < end, "timed out"
-        time.sleep(0.05)
 
 
 def test_fewer_images_than_the_batch_fails_at_once_with_the_counts(tmp_path):
@@ -83,7 +76,7 @@ def test_manager_runs_side_by_side_and_a_crash_or_a_failure_spares_the_others(tm
     assert "worker process died" in store.get(doomed)["message"]
     bad = mgr.submit(SMALL, tcfg(tmp_path, dataset="nope"))  # a failing run while `long` keeps going
     ok = mgr.submit(SMALL, tcfg(tmp_path))
-    wait_for(lambda: mgr.snapshot(ok).get("status") == "done", 120)
+    wait_for(lambda: mgr.snapshot(ok).get("status") == "done", "the run to finish", 120)
     assert store.get(bad)["status"] == "failed" and "nope" in store.get(bad)["message"]
     assert mgr.snapshot(long)["status"] == "running"
     mgr.cancel(long)

@@ -5,11 +5,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from conftest import wait_for
 from mscompare.runs import RunStore
 from mscompare.sweep import grid, run_trials
 
@@ -61,9 +61,8 @@ def test_a_killed_worker_is_retried_once_and_a_repeated_failure_is_recorded(mnis
     t = threading.Thread(target=lambda: result.update(run_trials(store, trials, "t", workers=1,
                                                                  on_result=seen.append)))
     t.start()
-    deadline = time.time() + 120  # kill the worker once the store shows it trained (its first eval point)
-    while not any(store.curve(r["id"]) for r in store.list(status="running")) and time.time() < deadline:
-        time.sleep(0.05)
+    # kill the worker once the store shows it trained (its first eval point)
+    wait_for(lambda: any(store.curve(r["id"]) for r in store.list(status="running")), "a first eval point", 120)
     first = _workers()[0]
     os.kill(first, signal.SIGKILL)
     t.join(timeout=180)
@@ -81,9 +80,11 @@ def test_a_killed_worker_is_retried_once_and_a_repeated_failure_is_recorded(mnis
 def test_stopping_a_sweep_leaves_a_consistent_store(mnist_like, tmp_path):
     store = RunStore(tmp_path / "runs")
     trials = grid(["mobilenet", "alexnet"], ["mnist"], [8], iters=100000, data_root=str(mnist_like), device="cpu")
-    started = time.time()
+    def training() -> bool:  # stop once one trial has trained (its first eval point is in the store)
+        return any(store.curve(r["id"]) for r in store.list(status="running"))
+
     with pytest.raises(KeyboardInterrupt):
-        run_trials(store, trials, "t", workers=1, should_stop=lambda: time.time() - started > 8)
+        run_trials(store, trials, "t", workers=1, should_stop=training)
     assert {r["status"] for r in store.list()} == {"interrupted"}  # as the README says
     assert not [r for r in store.list() if r["status"] in ("queued", "running")]
 
@@ -98,10 +99,8 @@ def test_a_background_sweep_cli_stops_cleanly_on_a_signal(mnist_like, tmp_path, 
            "--workers", "1"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    deadline = time.time() + 120
-    while time.time() < deadline and not (runs.exists() and any(r["status"] == "running"
-                                                                 for r in RunStore(runs).list())):
-        time.sleep(0.5)
+    wait_for(lambda: runs.exists() and any(r["status"] == "running" for r in RunStore(runs).list()),
+             "a trial to train", 120)
     p.send_signal(sig)
     _, err = p.communicate(timeout=90)
     assert p.returncode == 130, err

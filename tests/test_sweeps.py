@@ -1,18 +1,10 @@
 """Sweeps as records: listed from any Service on the store, cancelled from there, interrupted when their process died."""
 import json
-import time
 
-from conftest import digits_npz
+from conftest import digits_npz, wait_for
 from mscompare.runs import RunStore
 from mscompare.service import Service
 from mscompare.sweeps import SweepLog, describe
-
-
-def wait_for(check, what, timeout=120):
-    deadline = time.time() + timeout
-    while not check():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_a_sweep_whose_process_died_reads_interrupted(tmp_path):
