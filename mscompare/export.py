@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from mscompare.checkpoints import SHIPPED, CheckpointError, load_checkpoint, read_manifest
+from mscompare.predict import normalize
 from mscompare.settings import SOURCE, data_root_for
 
 INPUT, OUTPUT = "input", "logits"  # the graph's input (normalized images) and output names
@@ -113,13 +114,6 @@ def _load(path: Path, sha: str | None = None):
         return load_checkpoint(path, sha256=sha)
     except CheckpointError as e:
         raise ExportError(str(e)) from None
-
-
-def normalize(x_uint8_nhwc: torch.Tensor, meta: dict) -> torch.Tensor:
-    """uint8 N x H x W x C -> the normalized float32 N x C x H x W tensor the model (and the graph) takes."""
-    mean = torch.tensor(meta["norm"]["mean"], dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(meta["norm"]["std"], dtype=torch.float32).view(1, -1, 1, 1)
-    return ((x_uint8_nhwc.permute(0, 3, 1, 2).float() / 255 - mean) / std).contiguous()
 
 
 def parity_images(src: Source, n: int = PARITY_IMAGES, data_root: str | Path | None = None) -> tuple[torch.Tensor, str]:

@@ -178,11 +178,17 @@ def load_runs(store, ids: list[str]) -> dict[str, tuple]:
     return out
 
 
+def normalize(x_uint8_nhwc: torch.Tensor, meta: dict) -> torch.Tensor:
+    """uint8 N x H x W x C -> the normalized float32 N x C x H x W tensor a checkpoint's model (and its ONNX
+    export) takes: (x / 255 - mean) / std per channel, with the checkpoint's meta["norm"]."""
+    mean = torch.tensor(meta["norm"]["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(meta["norm"]["std"], dtype=torch.float32).view(1, -1, 1, 1)
+    return ((x_uint8_nhwc.permute(0, 3, 1, 2).float() / 255 - mean) / std).contiguous()
+
+
 def model_input(arr: np.ndarray, meta: dict) -> torch.Tensor:
     """A preprocess() array -> the normalized (1, C, H, W) float tensor the model takes."""
-    mean = torch.tensor(meta["norm"]["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(meta["norm"]["std"]).view(1, -1, 1, 1)
-    return (torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 255 - mean) / std
+    return normalize(torch.from_numpy(arr.copy())[None], meta)
 
 
 @torch.inference_mode()
