@@ -2,13 +2,8 @@
 from pathlib import Path
 
 import streamlit as st
-import torch
 
 import ui
-
-# The server process only runs batch-1 predictions and profiles: one intra-op thread is as fast for nets this
-# small and never spins on cores a training worker or the browser needs (2 threads: googlenet 400 ms when busy).
-torch.set_num_threads(1)
 
 ICON = Path(__file__).resolve().parent / "assets" / "icon.png"  # a local file: the favicon needs no network
 st.set_page_config(page_title="mscompare", page_icon=str(ICON), layout="wide")
@@ -54,12 +49,11 @@ def home():
     c3.page_link(sweep, label="Sweep: the accuracy-per-cost frontier", icon=":material/grid_on:")
 
 
-architectures = st.Page("pages/architectures.py", title="Architectures", icon=":material/schema:")
-train = st.Page("pages/train.py", title="Train & compare", icon=":material/monitoring:")
-predict = st.Page("pages/predict.py", title="Predict", icon=":material/image_search:")
-runs = st.Page("pages/runs.py", title="Runs", icon=":material/history:")
-sweep = st.Page("pages/sweep.py", title="Sweep", icon=":material/grid_on:")
-docs = st.Page("pages/docs.py", title="Docs", icon=":material/article:")
+architectures, train, sweep, predict, runs, docs = (st.Page(path, title=title, icon=icon)
+                                                  for path, (title, icon) in ui.PAGES.items())
+# .streamlit/config.toml hides the sidebar navigation, so that the legacy one Streamlit builds from the pages/ folder
+# is never shown in a fresh server process before this line has run; this navigation is shown.
+st.set_option("client.showSidebarNavigation", True)
 nav = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True),
                      architectures, train, sweep, predict, runs, docs])
 ui.NAVIGATION["ready"] = True

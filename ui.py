@@ -3,26 +3,39 @@ from __future__ import annotations
 
 import re
 import string
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
 from mscompare.charts import band_chart, confusion_heatmap, reliability_chart  # noqa: F401 - the pages' charts
-from mscompare.profile import cached_profile, compare
-from mscompare.service import Service
 
+if TYPE_CHECKING:
+    from mscompare.service import Service
 
 _MD_SPECIAL = re.compile("([" + re.escape(string.punctuation) + "])")
 NAVIGATION = {"ready": False}  # set by app.py once its st.navigation has run in this server process
+# The pages in navigation order: file, title (app.py's navigation and the page's heading), icon.
+PAGES = {"pages/architectures.py": ("Architectures", ":material/schema:"),
+         "pages/train.py": ("Train & compare", ":material/monitoring:"),
+         "pages/sweep.py": ("Sweep", ":material/grid_on:"),
+         "pages/predict.py": ("Predict", ":material/image_search:"),
+         "pages/runs.py": ("Runs", ":material/history:"),
+         "pages/docs.py": ("Docs", ":material/article:")}
 
 
 def page_setup(page: str) -> None:
-    """Send a deep link on a fresh server through app.py. Streamlit runs a `pages/` script directly,
-    without app.py's st.navigation, until the main script has run once (its legacy pages/ mode)."""
+    """Every page's first call, before its imports of torch and the library (about 2 s on a cold server).
+
+    Until app.py's st.navigation has run once in this server process, Streamlit runs a deep link's `pages/` file
+    on its own (its legacy pages/ folder mode; .streamlit/config.toml hides that mode's navigation): hand the link
+    to app.py at once, which sets up the navigation and comes back here.
+    Then the page's title, drawn before those imports so that a cold page shows at once what it is."""
     if not NAVIGATION["ready"]:
         st.session_state["goto"] = page
         st.switch_page("app.py")
+    st.title(PAGES[page][0])
 
 
 def plain(text: str) -> str:
@@ -32,7 +45,15 @@ def plain(text: str) -> str:
 
 @st.cache_resource
 def service() -> Service:
-    """One per server process, so runs keep going when a tab closes and show again when it reopens."""
+    """One per server process, so runs keep going when a tab closes and show again when it reopens. Every page
+    that runs torch calls it first. It also gives the process one intra-op torch thread: the server only runs
+    batch-1 predictions and profiles, which one thread runs as fast for nets this small, and it never spins on
+    cores a training worker or the browser needs."""
+    import torch
+
+    from mscompare.service import Service
+
+    torch.set_num_threads(1)
     return Service()
 
 
@@ -47,7 +68,8 @@ def yield_to_training() -> None:
     from mscompare.settings import page_nice
 
     nice = page_nice(PAGE_NICE)
-    if nice > 0 and (service().training() or training_processes()):
+    svc = service()  # first, also on a page that lowers nothing: the process's torch threads
+    if nice > 0 and (svc.training() or training_processes()):
         lower_thread_priority(nice)
 
 
@@ -73,12 +95,15 @@ def latencies(points: pd.DataFrame) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def compare_table(dataset: str, units: int | None, width: int, expand: int = 1) -> pd.DataFrame:
+    from mscompare.profile import compare
+
     return compare(dataset, units, width, expand)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def layer_profile(cfg_dict: dict):
     from mscompare.models import ModelConfig
+    from mscompare.profile import cached_profile
 
     p = cached_profile(ModelConfig.from_dict(cfg_dict))
     return p.layers, p.unit_params

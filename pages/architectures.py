@@ -1,4 +1,8 @@
 """Architectures page: sliders for units and width; params/MACs/speed/accuracy table, charts, unit diagrams."""
+from ui import page_setup
+
+page_setup("pages/architectures.py")  # first: the title, before the slow imports below
+
 import time
 
 import pandas as pd
@@ -14,9 +18,8 @@ from mscompare.layertime import BATCHES, breakdown, estimate_s
 from mscompare.models import MAX_EXPAND, ModelConfig, get_unit, list_units, uses_expand
 from mscompare.profile import prefetch
 from mscompare.speed import measure_all, torch_threads
-from ui import compare_table, layer_profile, page_setup, service, yield_to_training
+from ui import compare_table, layer_profile, service, yield_to_training
 
-page_setup("pages/architectures.py")
 yield_to_training()
 
 
@@ -66,7 +69,6 @@ def best_accuracy(dataset: str, width: int) -> pd.DataFrame:
     return acc.astype({"units": int}).assign(accuracy=(acc["accuracy"] * 100).round(2))
 
 
-st.title("Architectures")
 c1, c2, c3, c4 = st.columns([3, 3, 3, 2])
 dataset = c1.selectbox("Dataset (input shape)", list(DATASETS), help="Sets input channels, size and classes:\n\n" +
                        "\n\n".join(DATASETS[d].summary() for d in DATASETS))

@@ -1,4 +1,8 @@
 """Predict page: shipped sets or your finished runs; Upload, Sample or Draw; top-3, input, latency, activation maps."""
+from ui import page_setup
+
+page_setup("pages/predict.py")  # first: the title, before the slow imports below
+
 from pathlib import Path
 
 import streamlit as st
@@ -9,9 +13,8 @@ from mscompare.export import export_bytes, from_run, from_shipped
 from mscompare.images import ACCEPTED, MAX_MB, ImageError, open_image, upload_types
 from mscompare.predict import (PredictionError, canvas_image, display_copy, finished_runs, load_runs, load_set,
                                predict)
-from ui import onnx_download, page_setup, plain, service, yield_to_training
+from ui import onnx_download, plain, service, yield_to_training
 
-page_setup("pages/predict.py")
 yield_to_training()
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -49,7 +52,6 @@ def run_choice(row: dict) -> str:
     return labels[row["id"]]
 
 
-st.title("Predict")
 c1, c2 = st.columns([1, 2])
 origin = c1.radio("Checkpoints", ["Shipped sets", "My runs"], horizontal=True,
                   help="the shipped MNIST and CIFAR-10 models, or the finished runs of the run store")

@@ -1,4 +1,8 @@
 """Runs page: the whole history from the run store, filtered; compare curves; why a run is right or wrong; export."""
+from ui import page_setup
+
+page_setup("pages/runs.py")  # first: the title, before the slow imports below
+
 import pandas as pd
 import streamlit as st
 
@@ -6,14 +10,12 @@ from mscompare import robustness
 from mscompare.reproduce import cost_chart
 from mscompare.export import export_bytes, from_run
 from mscompare.charts import curves_chart
-from ui import (confusion_heatmap, onnx_download, page_setup, per_class_bars, plain, reliability_chart,
+from ui import (confusion_heatmap, onnx_download, per_class_bars, plain, reliability_chart,
                 service, yield_to_training)
 
-page_setup("pages/runs.py")
 yield_to_training()
 
 svc = service()
-st.title("Runs")
 df = svc.runs()
 if df.empty:
     st.info("No runs stored yet. Train on the Train & compare page or with python -m mscompare train.")

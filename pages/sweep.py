@@ -1,4 +1,8 @@
 """Sweep page: build a grid, run it on this machine or a Ray cluster, watch it, cancel it; the accuracy frontier."""
+from ui import page_setup
+
+page_setup("pages/sweep.py")  # first: the title, before the slow imports below
+
 import streamlit as st
 
 from mscompare.config import PRESETS
@@ -7,12 +11,9 @@ from mscompare.frontier import frontier_chart, protocol_label, protocols
 from mscompare.models import list_units
 from mscompare.service import find_datasets, no_data_help
 from mscompare.sweeps import describe
-from ui import latencies, page_setup, plain, service
-
-page_setup("pages/sweep.py")
+from ui import latencies, plain, service
 
 svc = service()
-st.title("Sweep")
 found = {d: r for d, r in find_datasets().items() if d in DATASETS}
 if not found:
     st.info(no_data_help())

@@ -1,4 +1,8 @@
 """Train & compare page: choose models and protocol, start a batch of background runs, watch it live, cancel, export."""
+from ui import page_setup
+
+page_setup("pages/train.py")  # first: the title, before the slow imports below
+
 import streamlit as st
 
 from mscompare.config import PRESETS, paper_units
@@ -6,14 +10,12 @@ from mscompare.datasets import DATASETS
 from mscompare.models import list_units
 from mscompare.service import DEFAULT_SEEDS, MAX_SEEDS, data_roots, find_datasets, no_data_help
 from mscompare.train import available_devices
-from ui import (GROUPED_COLUMNS, band_chart, grouped_table, page_setup, plain, reference_deltas, service,
+from ui import (GROUPED_COLUMNS, band_chart, grouped_table, plain, reference_deltas, service,
                 yield_to_training)
 
-page_setup("pages/train.py")
 yield_to_training()
 
 svc = service()
-st.title("Train & compare")
 found = find_datasets()
 if not found:
     st.info(no_data_help())
