@@ -73,7 +73,7 @@ def run_tests() -> str:
 
 def probes(tmp: Path) -> str:
     """Through the app's run manager (worker processes): a bad-label run, an OOM run, then a good run."""
-    from mscompare.jobs import RunManager
+    from mscompare.manager import RunManager
     from mscompare.runs import RunStore
 
     rng = np.random.default_rng(0)
@@ -91,10 +91,10 @@ def probes(tmp: Path) -> str:
     small = config_for("ms_add", "x", width=8, in_channels=1, input_size=28, num_classes=4)
     huge = config_for("alexnet", "x", units=1, width=512, in_channels=1, input_size=28, num_classes=4)
     base = dict(data_root=str(tmp), iters=30, eval_every=10, device="cuda")
-    ids = [("bad label", mgr.submit(small, TrainConfig(dataset="badlabels", **base))),
-           ("good after it", mgr.submit(small, TrainConfig(dataset="good", **base))),
-           ("out of memory", mgr.submit(huge, TrainConfig(dataset="big", batch_size=32768, **{**base, "iters": 2}))),
-           ("good after it", mgr.submit(small, TrainConfig(dataset="good", **base)))]
+    ids = [("bad label", mgr.add(small, TrainConfig(dataset="badlabels", **base))),
+           ("good after it", mgr.add(small, TrainConfig(dataset="good", **base))),
+           ("out of memory", mgr.add(huge, TrainConfig(dataset="big", batch_size=32768, **{**base, "iters": 2}))),
+           ("good after it", mgr.add(small, TrainConfig(dataset="good", **base)))]
     mgr.wait(timeout=240)
     rows = [{"probe": what, "status": store.get(r)["status"], "message": (store.get(r)["message"] or "")[:120]}
             for what, r in ids]

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from mscompare.config import preset
 from mscompare.datasets import DATASETS
+from mscompare.events import Progress
 from mscompare.models import list_units
 
 
@@ -83,22 +84,23 @@ def cmd_export(a) -> int:
 def _progress_printer(total: int, as_json: bool):
     """JSON: one line per eval point. Otherwise a tqdm bar that moves every few iterations."""
     if as_json:
-        def line(s):
-            if s.get("kind") == "eval":
-                print(json.dumps({"event": "progress", **{k: round(v, 4) if isinstance(v, float) else v
-                                                          for k, v in s.items() if k != "kind"}}), flush=True)
+        def line(rid: str, p: Progress):
+            if p.is_eval:
+                print(json.dumps({"event": "progress", "run_id": rid, **{
+                    k: round(v, 4) if isinstance(v, float) else v for k, v in p.to_dict().items()}}), flush=True)
         return line, None
     from tqdm import tqdm
 
     bar = tqdm(total=total, unit="it", disable=not sys.stderr.isatty())
     acc = {"test_acc": float("nan")}
 
-    def show(s):
-        acc.update({k: v for k, v in s.items() if k == "test_acc"})
-        if s["iter"] < bar.n:  # the next seed of a batch trained one by one
+    def show(rid: str, p: Progress):
+        if p.is_eval:
+            acc["test_acc"] = p.test_acc
+        if p.iter < bar.n:  # the next seed of a batch trained one by one
             bar.reset()
-        bar.update(s["iter"] - bar.n)
-        bar.set_postfix(acc=f"{acc['test_acc']:.4f}", loss=f"{s['loss']:.3f}", ips=f"{s['images_per_s']:.0f}")
+        bar.update(p.iter - bar.n)
+        bar.set_postfix(acc=f"{acc['test_acc']:.4f}", loss=f"{p.loss:.3f}", ips=f"{p.images_per_s:.0f}")
 
     return show, bar
 
@@ -106,7 +108,8 @@ def _progress_printer(total: int, as_json: bool):
 def cmd_train(a) -> int:
     from mscompare.config import config_for
     from mscompare.data import load_dataset
-    from mscompare.jobs import cost, execute_group
+    from mscompare.jobs import execute_group
+    from mscompare.lifecycle import create
     from mscompare.runs import RunStore, new_batch_id
 
     tcfg = preset(a.preset, a.dataset, iters=a.iters, batch_size=a.batch_size, eval_every=a.eval_every,
@@ -127,14 +130,12 @@ def cmd_train(a) -> int:
     c, h, _ = data[0].shape
     shape = {} if a.dataset in DATASETS else {"in_channels": c, "input_size": h, "num_classes": len(data[0].classes)}
     mcfg = config_for(a.model, a.dataset, units=a.units, width=a.width, expand=a.expand, **shape)
-    params, macs = cost(mcfg)
     batch = new_batch_id()
-    seeds = range(a.seed, a.seed + a.seeds)
-    rids = [store.create(mcfg, replace(tcfg, seed=s), tag="cli", batch=batch, params=params, macs=macs) for s in seeds]
+    rids = [create(store, mcfg, replace(tcfg, seed=s), "cli", batch) for s in range(a.seed, a.seed + a.seeds)]
     show, bar = _progress_printer(tcfg.iters, a.json)
     try:
         rows = execute_group(store, rids, store.dir / "checkpoints", data=data, fuse=a.fuse,
-                             on_progress=lambda rid, ev: show({**ev, "run_id": rid}))
+                             on_progress=show)
     finally:
         if bar is not None:
             bar.close()

@@ -23,6 +23,7 @@ from torch import nn
 
 from mscompare.config import TrainConfig
 from mscompare.data import ArrayData, Batches
+from mscompare.events import Progress
 from mscompare.models import ModelConfig, build_model
 from mscompare.train import (PROGRESS_EVERY, WARMUP, Cancelled, TrainingError, autocast_for, check_trainable,
                              environment, evaluate, evaluate_full, make_optimizer, nan_message, norm_stats,
@@ -218,7 +219,7 @@ def fused_speedup(model_cfg: ModelConfig, cfg: TrainConfig, runs: int, steps: in
 
 
 def train_fused(model_cfg: ModelConfig, cfgs: list[TrainConfig], train_data: ArrayData, test_data: ArrayData,
-                progress: list[Callable[[dict], None] | None] | None = None,
+                progress: list[Callable[[Progress], None] | None] | None = None,
                 should_stop: list[Callable[[], bool] | None] | None = None,
                 on_end: Callable[[int, BaseException], None] | None = None) -> list[dict | BaseException]:
     """Train len(cfgs) seeds of one configuration fused. Per run: the result dict train() returns (with
@@ -282,20 +283,20 @@ def _train_fused(model_cfg, cfgs, train_data, test_data, progress, should_stop, 
             on_end(r, results[r])
         ips = timed_iters * cfg.batch_size / max(train_time, 1e-9)  # each run's own images per second
         elapsed = time.perf_counter() - t0
-        snap = {"iters": cfg.iters, "images_per_s": ips, "elapsed": elapsed, "eta": elapsed / it * (cfg.iters - it)}
+        eta = elapsed / it * (cfg.iters - it)
         evaluating = it % cfg.eval_every == 0 or it == cfg.iters
         for r, v in zip(live, values):
             if r in failed:
                 continue
             loss_sum[r], loss_n[r] = loss_sum[r] + v, loss_n[r] + 1
             if progress[r] is not None:
-                progress[r]({"kind": "step", "iter": it, "loss": v, **snap})
+                progress[r](Progress(it, cfg.iters, v, ips, elapsed, eta))
             if evaluating:
                 acc = evaluate(stack.model(live.index(r)), te_curve, autocast)
                 curves[r].append((it, acc, loss_sum[r] / max(loss_n[r], 1)))
                 loss_sum[r], loss_n[r] = 0.0, 0
                 if progress[r] is not None:
-                    progress[r]({"kind": "eval", "iter": it, "test_acc": acc, "loss": curves[r][-1][2], **snap})
+                    progress[r](Progress(it, cfg.iters, curves[r][-1][2], ips, elapsed, eta, test_acc=acc))
         _drop(stack, live, failed)
     seconds = time.perf_counter() - t0
     env = {**environment(device, precision), **probe, "fused": k_all}

@@ -153,7 +153,7 @@ def ship_checkpoints(store: RunStore, dataset: str, dest: str | Path | None = No
 def runs_frame(store: RunStore, rows: list[dict]) -> pd.DataFrame:
     """One row per run for the committed per-run CSVs: config, device, final accuracy (whole test set), the best
     curve point and the curve at iterations 100 and 1,000; MACs counted here where the run's machine had no fvcore."""
-    from mscompare.jobs import cost
+    from mscompare.lifecycle import cost
     from mscompare.models import ModelConfig
 
     out = []

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from mscompare import settings
+from mscompare import lifecycle, settings
 from mscompare.config import config_for, preset
 from mscompare.datasets import DATASETS
 from mscompare.settings import data_roots
-from mscompare.jobs import RunManager
+from mscompare.events import RunEnd
+from mscompare.manager import RunManager
 from mscompare.runs import ACTIVE, RunStore, new_batch_id
 from mscompare.sweeps import SweepLog
 
@@ -105,7 +106,7 @@ class Service:
         cfgs = [config_for(m, dataset, units=units, width=width, **shape) for m in models]
         batch = new_batch_id()
         runs = [(c, dataclasses.replace(tcfg, seed=seed + k)) for c in cfgs for k in range(seeds)]
-        return batch, self.manager.submit_many(runs, tag="app", batch=batch, fuse=fuse)
+        return batch, self.manager.add_many(runs, tag="app", batch=batch, fuse=fuse)
 
     def cancel(self, rid: str) -> None:
         """Cancel any active run: this server's batch runs through its manager; another's (a sweep's, the
@@ -115,9 +116,7 @@ class Service:
             return
         row = self.store.get(rid)
         if row is not None and row["status"] in ACTIVE:
-            from mscompare.jobs import finish
-
-            finish(self.store, rid, "cancelled", message="cancelled by the user")
+            lifecycle.end(self.store, RunEnd(rid, "cancelled", "cancelled by the user"))
 
     def training(self) -> bool:
         """Whether runs train now: a batch's or a sweep's."""
@@ -157,9 +156,7 @@ class Service:
                 except KeyboardInterrupt:
                     end = "cancelled"
                 except Exception as e:  # noqa: BLE001 - shown on the page, never a dead thread
-                    from mscompare.jobs import failure_message
-
-                    end, error = "failed", failure_message(e)
+                    end, error = "failed", lifecycle.failure_message(e)
                 self.sweep_log.finish(sid, end, error)
 
             state["thread"] = threading.Thread(target=work, daemon=True, name=sid)

@@ -16,6 +16,7 @@ import threading
 import time
 from contextlib import contextmanager
 
+from mscompare.events import Progress
 from mscompare.settings import training_marks_dir
 
 PAGE_NICE = 15  # the app's page threads while runs train ($MSCOMPARE_PAGE_NICE; 0 = never lowered)
@@ -104,11 +105,11 @@ class ThreadTuner:
 
         return {**self.applied, "threads_at_end": torch.get_num_threads(), "nice": _nice()}
 
-    def adapt(self, ev: dict | None = None) -> None:
-        """With each progress event, on the training thread: keep the thread count that trains fastest now."""
-        if not self.applied.get("adaptive") or not ev or ev.get("kind") != "step" or not ev.get("images_per_s"):
+    def adapt(self, ev: Progress | None = None) -> None:
+        """With each progress step, on the training thread: keep the thread count that trains fastest now."""
+        if not self.applied.get("adaptive") or not ev or ev.is_eval or not ev.images_per_s:
             return
-        timed = ev["iter"] - WARMUP_ITERS
+        timed = ev.iter - WARMUP_ITERS
         if timed <= 0:
             return
         try:
@@ -118,19 +119,19 @@ class ThreadTuner:
             return
         import torch
 
-        now, clock = time.monotonic(), timed / ev["images_per_s"]  # training-only time, in units of 1/batch s
+        now, clock = time.monotonic(), timed / ev.images_per_s  # training-only time, in units of 1/batch s
         have = torch.get_num_threads()
         w = self.state.get("window")
         if w is None or w["threads"] != have:
-            self.state["window"] = {"t": now, "clock": clock, "iter": ev["iter"], "busy": busy, "own": own, "threads": have}
+            self.state["window"] = {"t": now, "clock": clock, "iter": ev.iter, "busy": busy, "own": own, "threads": have}
             self.state.setdefault("next_probe", now + PROBE_EVERY)
             self.state.setdefault("backoff", PROBE_EVERY)
             return
         if now - w["t"] < WINDOW or clock <= w["clock"]:
             return
-        rate = (ev["iter"] - w["iter"]) / (clock - w["clock"])
+        rate = (ev.iter - w["iter"]) / (clock - w["clock"])
         others = max(0.0, (busy - w["busy"]) - (own - w["own"])) / ((now - w["t"]) * os.sysconf("SC_CLK_TCK"))
-        self.state["window"] = {"t": now, "clock": clock, "iter": ev["iter"], "busy": busy, "own": own, "threads": have}
+        self.state["window"] = {"t": now, "clock": clock, "iter": ev.iter, "busy": busy, "own": own, "threads": have}
         rates, probe = self.state.setdefault("rates", {}), self.state.get("probe")
         last_here = rates.get(have)
         rates[have] = rate
@@ -172,7 +173,7 @@ class ThreadTuner:
 _tuner: ThreadTuner | None = None  # this process's, set by configure_process
 
 
-def adapt(ev: dict | None = None) -> None:
+def adapt(ev: Progress | None = None) -> None:
     """Pass a progress event to this process's tuner, if configure_process set one."""
     if _tuner is not None:
         _tuner.adapt(ev)

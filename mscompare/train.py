@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from mscompare.config import PRESETS, TrainConfig, preset  # noqa: F401 - re-exported for callers
 from mscompare.data import ArrayData, Batches
+from mscompare.events import Progress
 from mscompare.models import ModelConfig, build_model
 
 PROGRESS_EVERY = 10  # iterations between live progress snapshots (loss, images/s, ETA)
@@ -195,9 +196,9 @@ def autocast_for(precision: str, device: torch.device):
 
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, train_data: ArrayData, test_data: ArrayData,
-          progress: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
-    """Train one model. `progress` gets a snapshot every PROGRESS_EVERY iterations (kind "step": loss, images/s,
-    ETA) and at every eval point (kind "eval", with test_acc). Returns the result dict, including `model`
+          progress: Callable[[Progress], None] | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
+    """Train one model. `progress` gets a events.Progress every PROGRESS_EVERY iterations (a step: loss, images/s,
+    ETA) and at every eval point (with test_acc). Returns the result dict, including `model`
     (trained, on CPU) and `curve` [(iter, test_acc, train_loss)]. Process-wide settings (threads, allocator)
     belong to the process that calls this; the global RNG is restored on return. While it trains, the
     process is marked as training (threads.training_mark), so the app on this machine yields it the CPU."""
@@ -247,18 +248,16 @@ def _train(model_cfg, cfg, train_data, test_data, progress, should_stop) -> dict
             timed_iters += 1
         if report and progress is not None:
             elapsed = time.perf_counter() - t0
-            progress({"kind": "step", "iter": it, "iters": cfg.iters, "loss": lv,
-                      "images_per_s": timed_iters * cfg.batch_size / max(train_time, 1e-9),
-                      "elapsed": elapsed, "eta": elapsed / it * (cfg.iters - it)})
+            progress(Progress(it, cfg.iters, lv, timed_iters * cfg.batch_size / max(train_time, 1e-9), elapsed,
+                              elapsed / it * (cfg.iters - it)))
         if it % cfg.eval_every == 0 or it == cfg.iters:
             acc = evaluate(model, te_curve, autocast)
             curve.append((it, acc, loss_sum / max(loss_n, 1)))
             loss_sum, loss_n = 0.0, 0
             if progress is not None:
                 elapsed = time.perf_counter() - t0
-                progress({"kind": "eval", "iter": it, "iters": cfg.iters, "test_acc": acc, "loss": curve[-1][2],
-                          "images_per_s": timed_iters * cfg.batch_size / max(train_time, 1e-9),
-                          "elapsed": elapsed, "eta": elapsed / it * (cfg.iters - it)})
+                progress(Progress(it, cfg.iters, curve[-1][2], timed_iters * cfg.batch_size / max(train_time, 1e-9),
+                                  elapsed, elapsed / it * (cfg.iters - it), test_acc=acc))
     evaluation, preds = evaluate_full(model, Batches(test_data, mean, std, device), model_cfg.num_classes, autocast)
     final_acc = evaluation["accuracy"]
     model = model.to("cpu", memory_format=torch.contiguous_format).eval()

@@ -1,5 +1,6 @@
 """A training worker process: reads one job (JSON) on stdin, trains its runs (fused where they can be), writes
-JSON-line events on stdout, each naming its run. Later stdin lines `cancel RUN_ID` stop one run; SIGTERM all."""
+JSON lines on stdout, each naming its run (events.Progress as "progress", events.RunEnd as "end"). Later stdin
+lines `cancel RUN_ID` stop one run; SIGTERM all."""
 from __future__ import annotations
 
 import json
@@ -30,39 +31,37 @@ def main() -> int:
     restore_nice(job.get("nice"))
     configure_process(job["policy"])  # the parent set the environment; this records and applies the threads
 
-    from mscompare.jobs import failure_message, run_group
-    from mscompare.train import Cancelled
+    from mscompare.events import Progress
+    from mscompare.jobs import Job, run_group
+    from mscompare.lifecycle import outcome
 
     lock = threading.Lock()
 
-    def send(ev: dict) -> None:
+    def send(msg: dict) -> None:
         with lock:
-            print(json.dumps(ev), file=events, flush=True)
+            print(json.dumps(msg), file=events, flush=True)
 
-    runs = job["runs"]
+    def progress(rid: str, p: Progress) -> None:
+        send({"event": "progress", "run_id": rid, **p.to_dict()})
+
+    runs = [Job.from_dict(r) for r in job["runs"]]
     reported: set[str] = set()
 
     def report(rid: str, res) -> None:
         reported.add(rid)
-        if isinstance(res, Cancelled):
-            send({"event": "cancelled", "run_id": rid, "message": "cancelled by the user"})
-        elif isinstance(res, BaseException):
-            send({"event": "failed", "run_id": rid, "message": failure_message(res)})
-        else:
-            send({"event": "done", "run_id": rid, "result": res})
+        send({"event": "end", **outcome(rid, res).to_dict()})
 
     try:
-        out = run_group(runs, lambda rid, ev: send({"event": "progress", "run_id": rid, **ev}),
-                        lambda rid: everything["asked"] or rid in stopped, fuse=job.get("fuse", "auto"),
-                        on_end=report)
+        out = run_group(runs, progress, lambda rid: everything["asked"] or rid in stopped,
+                        fuse=job.get("fuse", "auto"), on_end=report)
     except BrokenPipeError:  # the app that started us is gone
         return 1
     except Exception as e:  # noqa: BLE001 - the group itself failed: every run reports the cause
-        out = {r["run_id"]: e for r in runs}
+        out = {r.run_id: e for r in runs}
     try:
         for r in runs:
-            if r["run_id"] not in reported:
-                report(r["run_id"], out[r["run_id"]])
+            if r.run_id not in reported:
+                report(r.run_id, out[r.run_id])
     except BrokenPipeError:
         return 1
     return 0

@@ -58,8 +58,8 @@ def test_fused_runs_match_separate_runs_in_fp32(unit, tiny_npz, monkeypatch):
     for k, c in enumerate(cfgs):
         alone = []
         ref = train_mod.train(mcfg, c, tr, te, alone.append)
-        steps = [e["loss"] for e in alone if e["kind"] == "step"]
-        mine = [e["loss"] for e in seen[k] if e["kind"] == "step"]
+        steps = [e.loss for e in alone if not e.is_eval]
+        mine = [e.loss for e in seen[k] if not e.is_eval]
         assert len(steps) == len(mine) == 20
         assert max(abs(a - b) for a, b in zip(steps, mine)) < 2e-3, (unit, k)
         for (name, p), q in zip(ref["model"].state_dict().items(), res[k]["model"].state_dict().values()):
@@ -86,7 +86,7 @@ def test_one_run_cancelled_the_others_finish(tiny_npz):
     cfgs = [TrainConfig(dataset="tinydigits", iters=30, batch_size=32, eval_every=10, device="cpu", seed=s)
             for s in range(3)]
     seen = [[] for _ in cfgs]
-    stop_1 = lambda: any(e["iter"] >= 10 for e in seen[1])  # noqa: E731 - cancel run 1 after its 10th step
+    stop_1 = lambda: any(e.iter >= 10 for e in seen[1])  # noqa: E731 - cancel run 1 after its 10th step
     res = fused.train_fused(mcfg, cfgs, tr, te, [s.append for s in seen], [None, stop_1, None])
     assert isinstance(res[1], train_mod.Cancelled)
     assert res[0]["curve"][-1][0] == res[2]["curve"][-1][0] == 30

@@ -571,13 +571,13 @@ def test_unreachable_ray_address_fails_in_one_line_within_seconds(tmp_path):
 @pytest.mark.parametrize("joins", [False, True])
 def test_joining_ray_tries_once_and_holds_back_rays_log_lines_only_on_failure(monkeypatch, capfd, joins):
     ray = pytest.importorskip("ray")
-    from mscompare import sweep
+    from mscompare import ray_exec
 
     ray_line = b"[2026-11-30 19:04:52,286 W 4214 4214] rpc_client.h:153: Failed to connect to GCS at 10.0.0.1:6379\n"
     seen = {}
 
     def init(**kw):  # what Ray does when something other than a Ray head answers
-        seen["wait"] = os.environ.get(sweep.GCS_WAIT)
+        seen["wait"] = os.environ.get(ray_exec.GCS_WAIT)
         os.write(2, ray_line + b"other output\n")
         if joins:
             return
@@ -587,17 +587,17 @@ def test_joining_ray_tries_once_and_holds_back_rays_log_lines_only_on_failure(mo
         except RuntimeError as e:
             raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from e
 
-    monkeypatch.setattr(sweep, "_reach", lambda address: None)
+    monkeypatch.setattr(ray_exec, "_reach", lambda address: None)
     monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(ray, "shutdown", lambda: None)
-    monkeypatch.delenv(sweep.GCS_WAIT, raising=False)
+    monkeypatch.delenv(ray_exec.GCS_WAIT, raising=False)
     if joins:
-        sweep._join_ray("10.0.0.1:6379", {})
+        ray_exec._join_ray("10.0.0.1:6379", {})
     else:
         with pytest.raises(ValueError, match=r"^can't join a Ray cluster at 10.0.0.1:6379 \(.*\): "
                                              r"ray.exceptions.RpcError: Timed out while waiting for GCS"):
-            sweep._join_ray("10.0.0.1:6379", {})
-    assert seen["wait"] == "1" and sweep.GCS_WAIT not in os.environ
+            ray_exec._join_ray("10.0.0.1:6379", {})
+    assert seen["wait"] == "1" and ray_exec.GCS_WAIT not in os.environ
     assert capfd.readouterr().err == (ray_line.decode() if joins else "") + "other output\n"
 
 

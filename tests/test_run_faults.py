@@ -10,9 +10,10 @@ import time
 import pytest
 
 from conftest import digits_npz, wait_for
-from mscompare import jobs
+from mscompare import manager
 from mscompare.config import TrainConfig
-from mscompare.jobs import RunManager, execute
+from mscompare.jobs import execute
+from mscompare.manager import RunManager
 from mscompare.models import ModelConfig
 from mscompare.runs import RunStore, StoreError, owner_id
 from mscompare.train import TrainingError, check_trainable
@@ -67,15 +68,15 @@ def test_manager_runs_side_by_side_and_a_crash_or_a_failure_spares_the_others(tm
     digits_npz(tmp_path)
     store = RunStore(tmp_path / "runs")
     mgr = RunManager(store, concurrency=2)
-    long = mgr.submit(SMALL, tcfg(tmp_path, iters=100000))
-    doomed = mgr.submit(SMALL, tcfg(tmp_path, iters=100000))
+    long = mgr.add(SMALL, tcfg(tmp_path, iters=100000))
+    doomed = mgr.add(SMALL, tcfg(tmp_path, iters=100000))
     wait_for(lambda: mgr.snapshot(long).get("iter", 0) >= 10 and mgr.snapshot(doomed).get("iter", 0) >= 10)
     assert {mgr.snapshot(r)["status"] for r in (long, doomed)} == {"running"}  # two at once
     os.kill(mgr._procs[doomed].pid, signal.SIGKILL)  # the worker dies (out-of-memory killer, segfault...)
     wait_for(lambda: mgr.snapshot(doomed)["status"] == "failed")
     assert "worker process died" in store.get(doomed)["message"]
-    bad = mgr.submit(SMALL, tcfg(tmp_path, dataset="nope"))  # a failing run while `long` keeps going
-    ok = mgr.submit(SMALL, tcfg(tmp_path))
+    bad = mgr.add(SMALL, tcfg(tmp_path, dataset="nope"))  # a failing run while `long` keeps going
+    ok = mgr.add(SMALL, tcfg(tmp_path))
     wait_for(lambda: mgr.snapshot(ok).get("status") == "done", "the run to finish", 120)
     assert store.get(bad)["status"] == "failed" and "nope" in store.get(bad)["message"]
     assert mgr.snapshot(long)["status"] == "running"
@@ -89,11 +90,11 @@ def test_manager_runs_side_by_side_and_a_crash_or_a_failure_spares_the_others(tm
 
 def test_cancel_works_on_queued_and_stuck_runs(tmp_path, monkeypatch):
     digits_npz(tmp_path)
-    monkeypatch.setattr(jobs, "KILL_AFTER", 1.0)
+    monkeypatch.setattr(manager, "KILL_AFTER", 1.0)
     store = RunStore(tmp_path / "runs")
     mgr = RunManager(store, concurrency=1)
-    stuck = mgr.submit(SMALL, tcfg(tmp_path, iters=100000))
-    queued = mgr.submit(SMALL, tcfg(tmp_path))
+    stuck = mgr.add(SMALL, tcfg(tmp_path, iters=100000))
+    queued = mgr.add(SMALL, tcfg(tmp_path))
     wait_for(lambda: mgr.snapshot(stuck).get("iter", 0) >= 10)
     mgr.cancel(queued)
     assert store.get(queued)["status"] == "cancelled"
@@ -191,7 +192,7 @@ def test_a_bad_label_fails_its_run_and_the_manager_trains_the_next(tmp_path):
     (bad / "classes.txt").write_text("a\nb\nc\nd\n")
     store = RunStore(tmp_path / "runs")
     mgr = RunManager(store, concurrency=1)
-    r_bad, r_ok = mgr.submit(SMALL, tcfg(tmp_path, dataset="badlabels")), mgr.submit(SMALL, tcfg(tmp_path))
+    r_bad, r_ok = mgr.add(SMALL, tcfg(tmp_path, dataset="badlabels")), mgr.add(SMALL, tcfg(tmp_path))
     assert mgr.wait(timeout=120)
     assert store.get(r_bad)["status"] == "failed" and "99" in store.get(r_bad)["message"]
     assert store.get(r_ok)["status"] == "done"
@@ -245,12 +246,12 @@ def test_a_store_that_fails_while_the_app_trains_fails_that_run_and_stops_its_wo
         raise StoreError(f"can't write the run store {store.path}: database or disk is full")
 
     monkeypatch.setattr(store, "add_point", full)
-    rid = mgr.submit(SMALL, tcfg(tmp_path, iters=100000))
+    rid = mgr.add(SMALL, tcfg(tmp_path, iters=100000))
     assert mgr.wait(timeout=60)
     assert mgr.snapshot(rid)["status"] == "failed" and "disk is full" in mgr.snapshot(rid)["message"]
     assert not mgr._procs  # the worker was stopped, not left training
     monkeypatch.undo()
-    ok = mgr.submit(SMALL, tcfg(tmp_path))
+    ok = mgr.add(SMALL, tcfg(tmp_path))
     assert mgr.wait(timeout=60) and store.get(ok)["status"] == "done"
 
 
@@ -269,7 +270,7 @@ def test_a_page_thread_at_lowered_priority_still_starts_runs_at_the_servers_prio
     def page():
         assert lower_thread_priority(10)
         mgr.set_concurrency(3)  # the "Runs side by side" box
-        out["ids"] = mgr.submit_many([(SMALL, tcfg(tmp_path)), (SMALL, tcfg(tmp_path, seed=1))])
+        out["ids"] = mgr.add_many([(SMALL, tcfg(tmp_path)), (SMALL, tcfg(tmp_path, seed=1))])
 
     t = threading.Thread(target=page)
     t.start()
@@ -288,12 +289,12 @@ def test_a_batch_queues_its_longest_runs_first(tmp_path, monkeypatch):
     store = RunStore(tmp_path / "runs")
     mgr = RunManager(store, concurrency=1)
     mgr.set_concurrency(1)
-    monkeypatch.setattr(mgr, "_q", jobs.queue.Queue())
+    monkeypatch.setattr(mgr, "_q", manager.queue.Queue())
     order = []
     monkeypatch.setattr(mgr._q, "put", order.append)
     cfgs = [ModelConfig(model=m, width=w, units=2, num_classes=4) for m, w in
             (("mobilenet", 8), ("alexnet", 64), ("googlenet", 32))]
-    ids = mgr.submit_many([(c, tcfg(tmp_path)) for c in cfgs])
+    ids = mgr.add_many([(c, tcfg(tmp_path)) for c in cfgs])
     macs = {r["id"]: r["macs"] for r in store.list(ids=ids)}
     queued = [rid for _fuse, group in order for rid in group]
     assert queued == sorted(ids, key=lambda r: -macs[r]) and queued != ids  # ids stay in the given order
@@ -304,13 +305,13 @@ def test_seeds_are_grouped_in_one_worker_only_when_fusing(tmp_path, monkeypatch)
     apart, so they train side by side."""
     store = RunStore(tmp_path / "runs")
     mgr = RunManager(store, concurrency=1)
-    monkeypatch.setattr(mgr, "_q", jobs.queue.Queue())
+    monkeypatch.setattr(mgr, "_q", manager.queue.Queue())
     items = []
     monkeypatch.setattr(mgr._q, "put", items.append)
     runs = [(SMALL, tcfg(tmp_path, seed=s)) for s in range(3)]
-    mgr.submit_many(runs, fuse="on")
-    mgr.submit_many(runs, fuse="auto")
-    mgr.submit_many(runs, fuse="off")
+    mgr.add_many(runs, fuse="on")
+    mgr.add_many(runs, fuse="auto")
+    mgr.add_many(runs, fuse="off")
     assert [len(group) for _, group in items] == [3, 1, 1, 1, 1, 1, 1]
 
 
@@ -318,7 +319,7 @@ def test_cancelling_one_run_of_a_fused_group_leaves_the_other_training(tmp_path)
     digits_npz(tmp_path)
     store = RunStore(tmp_path / "runs")
     mgr = RunManager(store, concurrency=1)
-    a, b = mgr.submit_many([(SMALL, tcfg(tmp_path, iters=100000, seed=s)) for s in range(2)], fuse="on")
+    a, b = mgr.add_many([(SMALL, tcfg(tmp_path, iters=100000, seed=s)) for s in range(2)], fuse="on")
     wait_for(lambda: mgr.snapshot(a).get("iter", 0) >= 10 and mgr.snapshot(b).get("iter", 0) >= 10)
     mgr.cancel(a)
     wait_for(lambda: mgr.snapshot(a)["status"] == "cancelled")
@@ -336,7 +337,7 @@ def test_gpu_runs_train_one_at_a_time_while_cpu_slots_stay_open(tmp_path, monkey
     store = RunStore(tmp_path / "runs")
     monkeypatch.setattr(RunManager, "_on_gpu", lambda self, rid: True)
     mgr = RunManager(store, concurrency=2)
-    a, b = mgr.submit_many([(SMALL, tcfg(tmp_path)), (SMALL, tcfg(tmp_path, seed=1))])
+    a, b = mgr.add_many([(SMALL, tcfg(tmp_path)), (SMALL, tcfg(tmp_path, seed=1))])
     assert mgr.wait(timeout=120)
     first, second = sorted((store.get(r) for r in (a, b)), key=lambda r: r["started"])
     assert first["status"] == second["status"] == "done"

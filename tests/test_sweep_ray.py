@@ -1,4 +1,4 @@
-"""Sweeps on a local Ray cluster: four trials, and a killed Ray worker retried once, then recorded."""
+"""Sweeps on a local Ray cluster: four trials, and a killed Ray worker retried once (a new run), then recorded."""
 import os
 import signal
 import subprocess
@@ -89,9 +89,11 @@ def test_a_killed_ray_worker_is_retried_once_and_then_recorded(mnist_like, tmp_p
         assert len(killed) == kills
         row = store.get(out["ids"][0])
         assert row["status"] == status and (out["done"], out["failed"]) == ((1, 0) if status == "done" else (0, 1))
-        if status == "failed":
-            assert row["message"].startswith("failed after a retry") and "died" in row["message"].lower()
-        else:
+        tries = sorted(store.list(), key=lambda r: r["created"])  # each try is its own run, as on local workers
+        assert len(tries) == 2 and tries[-1]["id"] == row["id"]
+        assert tries[0]["status"] == "failed" and tries[0]["message"].startswith("retried: ")
+        assert all("died" in r["message"].lower() for r in tries if r["status"] == "failed")
+        if status == "done":
             assert [p["iter"] for p in store.curve(row["id"])][-1] == 300
     finally:
         stop.set()

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from mscompare import threads
+from mscompare.events import Progress
 
 
 def simulate(monkeypatch, threads_fn, speed, others, seconds, concurrent=1):
@@ -25,7 +26,7 @@ def simulate(monkeypatch, threads_fn, speed, others, seconds, concurrent=1):
         ticks["busy"] += (min(n, 2) + others(clock["t"])) * 100 * dt
         clock["t"] += dt
         it, train_time = it + 10, train_time + dt
-        threads_fn({"kind": "step", "iter": it, "images_per_s": it * 128 / train_time})
+        threads_fn(Progress(it, 10**6, 1.0, it * 128 / train_time, clock["t"], 0.0))
         if it % 100 == 0:
             clock["t"] += 0.5  # an evaluation: wall time that is not training time
         seen.append((clock["t"], torch.get_num_threads()))
@@ -76,7 +77,7 @@ def test_a_fixed_thread_count_is_never_adapted(monkeypatch, keep_threads):
     monkeypatch.setattr(threads, "cpu_count", lambda: 2)
     fixed = threads.configure_process(threads.policy(2))
     for i in range(1, 200):
-        threads.adapt({"kind": "step", "iter": 10 * i, "images_per_s": 1.0})
+        threads.adapt(Progress(10 * i, 2000, 1.0, 1.0, 0.0, 0.0))
     assert not fixed.applied["adaptive"] and torch.get_num_threads() == 2
 
 

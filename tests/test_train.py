@@ -10,7 +10,8 @@ import torch
 from mscompare import ModelConfig, build_model
 from mscompare.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from mscompare.data import load_dataset
-from mscompare.jobs import RunManager, execute
+from mscompare.jobs import execute
+from mscompare.manager import RunManager
 from mscompare.runs import RunStore
 from mscompare.train import TrainConfig, preset, train
 
@@ -23,8 +24,8 @@ def test_training_learns_the_tiny_task(tiny_npz):
     cfg = TrainConfig(dataset="tinydigits", iters=60, batch_size=32, eval_every=20, lr=3e-3, eval_subset=0,
                       device="cpu")
     res = train(ModelConfig(**SMALL), cfg, tr, te, progress=seen.append)
-    assert [s["iter"] for s in seen if s["kind"] == "eval"] == [20, 40, 60]
-    assert [s["iter"] for s in seen if s["kind"] == "step"] == [10, 20, 30, 40, 50, 60]
+    assert [s.iter for s in seen if s.is_eval] == [20, 40, 60] and all(0 <= s.test_acc <= 1 for s in seen if s.is_eval)
+    assert [s.iter for s in seen if not s.is_eval] == [10, 20, 30, 40, 50, 60]
     assert res["test_acc"] > 0.9, res["curve"]
     assert res["curve"][-1][0] == 60 and res["images_per_s"] > 0
     assert {"mean", "std"} == set(res["norm"]) and res["env"]["device"] == "cpu"
@@ -102,10 +103,10 @@ def test_manager_runs_cancels_and_reports_failures(tmp_path, tiny_npz):
     nan = TrainConfig(dataset="tinydigits", data_root=str(tiny_npz), iters=50, batch_size=32, eval_every=10,
                       lr=1e9, optimizer="sgd")
     missing = TrainConfig(dataset="nope", data_root=str(tiny_npz), iters=10)
-    r_ok = mgr.submit(ModelConfig(**SMALL), ok)
-    r_long = mgr.submit(ModelConfig(**SMALL), long)
-    r_nan = mgr.submit(ModelConfig(**SMALL), nan)
-    r_missing = mgr.submit(ModelConfig(**SMALL), missing)
+    r_ok = mgr.add(ModelConfig(**SMALL), ok)
+    r_long = mgr.add(ModelConfig(**SMALL), long)
+    r_nan = mgr.add(ModelConfig(**SMALL), nan)
+    r_missing = mgr.add(ModelConfig(**SMALL), missing)
     deadline = time.time() + 60
     while mgr.snapshot(r_long).get("iter", 0) < 10 and time.time() < deadline:
         time.sleep(0.05)
