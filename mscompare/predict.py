@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from mscompare import ood
 from mscompare.checkpoints import SHIPPED, CheckpointError, load_checkpoint, read_manifest
 from mscompare.images import GRAY_MODES, ImageError, open_image, to_rgb
-
 
 
 class PredictionError(RuntimeError):
@@ -193,9 +193,10 @@ def model_input(arr: np.ndarray, meta: dict) -> torch.Tensor:
 
 @torch.inference_mode()
 def predict(models: dict[str, tuple], im: Image.Image, invert: str = "auto", k: int = 3) -> dict:
-    """Top-k per model, the preprocessed input each model saw, and each model's latency in ms.
+    """Top-k per model, the preprocessed input each model saw, each model's latency in ms, and how far that input
+    lies from the model's training data (ood.check; None without a reference for its dataset).
     Every number is finite: a model whose output is NaN or infinite raises PredictionError."""
-    out: dict = {"predictions": {}, "latency_ms": {}, "inputs": {}}
+    out: dict = {"predictions": {}, "latency_ms": {}, "inputs": {}, "ood": {}}
     for name, (model, cfg, meta) in models.items():
         arr = preprocess(im, cfg.in_channels, cfg.input_size, invert)
         x = model_input(arr, meta)
@@ -210,6 +211,7 @@ def predict(models: dict[str, tuple], im: Image.Image, invert: str = "auto", k: 
         out["predictions"][name] = [{"label": meta["classes"][j], "prob": round(float(q), 4)}
                                     for q, j in zip(p.tolist(), i.tolist())]
         out["inputs"][name] = arr
+        out["ood"][name] = ood.check(arr, meta.get("dataset"))
     return out
 
 
