@@ -7,6 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from mscompare import ood
 from mscompare.checkpoints import SHIPPED
 from mscompare.groups import best_per_model, run_labels
 from mscompare.export import export_bytes, from_run, from_shipped
@@ -119,13 +120,18 @@ else:
     try:
         from streamlit_drawable_canvas import st_canvas
 
+        cleared = st.session_state.setdefault("pad_cleared", 0)  # a new key is a new, empty pad
+        c2.caption("Draw with the mouse; hover over the pad for Undo and Redo.")
         with c2:
             pad = st_canvas(stroke_width=22, stroke_color="#FFFFFF", background_color="#000000", height=PAD,
-                            width=PAD, drawing_mode="freedraw", return_image_data=True, key="pad")
+                            width=PAD, drawing_mode="freedraw", return_image_data=True, key=f"pad-{cleared}")
     except Exception as e:  # noqa: BLE001 - the component missing or refused by this Streamlit
         st.error(f"The drawing pad is not available: {plain(e)}")
         st.stop()
-    if (pad.json_data or {}).get("objects") and pad.image_data is not None:
+    drawn = bool((pad.json_data or {}).get("objects")) and pad.image_data is not None
+    c2.button("Clear the pad", icon=":material/ink_eraser:", disabled=not drawn, key="pad_clear",
+              on_click=lambda: st.session_state.update(pad_cleared=cleared + 1))
+    if drawn:
         src, name = pad.image_data, "drawing"
 
 if src is None:
@@ -143,8 +149,11 @@ except (ImageError, PredictionError) as e:
     st.error(f"Can't predict {plain(name)}: {plain(e)}")
     st.stop()
 
-st.image(display_copy(image), caption=f"{image.width}x{image.height}, mode {image.mode}", width=160)
-st.text(name)
+if source != "Draw":  # a drawing is on the pad already: shown once
+    st.image(display_copy(image), caption=f"{image.width}x{image.height}, mode {image.mode}", width=160)
+    st.text(name)
+for hint in ood.hints(result["ood"]):
+    st.warning(hint, icon=":material/help:")
 # the choice outlives the toggle: it is not drawn while no image is chosen, and Streamlit forgets undrawn widgets
 show_cam = st.toggle("Show class-activation maps", value=st.session_state.get("cam_on", False), key="cam_toggle",
                      on_change=lambda: st.session_state.update(cam_on=st.session_state["cam_toggle"]),

@@ -70,6 +70,18 @@ def test_upload_predicts_with_all_five_models(app_env):
     assert len(tops) == 15  # top-3 for each of five models
 
 
+def test_predict_page_hints_that_a_photo_is_unlike_the_training_digits(app_env):
+    at = app("pages/predict.py")
+    digit = Image.open(ROOT / "samples" / "mnist" / "7_0.png")
+    at.file_uploader[0].set_value(("seven.png", png_bytes(digit), "image/png")).run()
+    assert not at.exception and not at.warning
+    photo = Image.open(ROOT / "samples" / "cifar10" / "cat_3000.png")
+    at.file_uploader[0].set_value(("cat.png", png_bytes(photo), "image/png")).run()
+    assert not at.exception and len(at.warning) == 1
+    assert at.warning[0].value.startswith("This image looks unlike the mnist training images")
+    assert len(at.get("progress")) == 15  # the predictions still show, below the hint
+
+
 @pytest.mark.parametrize("content", [b"this is not an image", png_bytes(Image.new("L", (28, 28)))[:40]])
 def test_corrupt_upload_is_an_error_message(app_env, content):
     at = app("pages/predict.py")
