@@ -14,6 +14,7 @@ from mscompare.charts import band_chart, confusion_heatmap, reliability_chart  #
 if TYPE_CHECKING:
     from mscompare.service import Service
 
+MISSING = "—"  # every table's empty cell (st.dataframe's placeholder; Streamlit's own is the word "None")
 _MD_SPECIAL = re.compile("([" + re.escape(string.punctuation) + "])")
 NAVIGATION = {"ready": False}  # set by app.py once its st.navigation has run in this server process
 # The pages in navigation order: file, title (app.py's navigation and the page's heading), icon.

@@ -18,7 +18,7 @@ from mscompare.layertime import BATCHES, breakdown, estimate_s
 from mscompare.models import MAX_EXPAND, ModelConfig, get_unit, list_units, uses_expand
 from mscompare.profile import prefetch
 from mscompare.speed import measure_all, torch_threads
-from ui import compare_table, layer_profile, service, yield_to_training
+from ui import MISSING, compare_table, layer_profile, service, yield_to_training
 
 yield_to_training()
 
@@ -84,7 +84,6 @@ with torch_threads(1):  # batch-1 traces of tiny nets: a second thread only wait
 prefetch(dataset, units or None, width, width_step=8, widths=(8, 128), datasets=tuple(DATASETS))  # the next moves
 df = df.merge(best_accuracy(dataset, width), on=["model", "units"], how="left")
 df["runs"] = df["runs"].fillna(0).astype(int)
-df["accuracy"] = [f"{a:.2f}" if a == a else "–" for a in df["accuracy"]]  # "–": no finished run, not "None"
 measure = st.toggle("Measure speed on this machine", key="arch_speed",
                     help="Batch-1 inference latency (median, after warm-up, 1 thread) and training images/s "
                          "(Adam, batch 128, random data). Takes a few seconds per model for each setting "
@@ -104,7 +103,7 @@ st.subheader(f"Every unit type on {dataset}, width {width}" + (f", expansion N/C
 st.caption("Units per network: " + ", ".join(f"{m} {u}" for m, u in zip(df["model"], df["units"]))
            + (" (the paper's counts)" if not units else ""))
 st.dataframe(df[["model", "units", "expand", "accuracy", "runs", "params", "macs", *speed_cols, "unit_params", "bn_macs",
-                 "unit_ratio", "params_ratio", "macs_ratio"]], hide_index=True,
+                 "unit_ratio", "params_ratio", "macs_ratio"]], hide_index=True, placeholder=MISSING,
              column_config={"macs": st.column_config.NumberColumn("MACs / image (conv+FC)", format="localized"),
                             "bn_macs": st.column_config.NumberColumn("BatchNorm ops / image", format="localized"),
                             "params": st.column_config.NumberColumn("parameters", format="localized"),
@@ -113,7 +112,7 @@ st.dataframe(df[["model", "units", "expand", "accuracy", "runs", "params", "macs
                             "unit_ratio": st.column_config.NumberColumn("unit params × MobileNet", format="%.2f×"),
                             "params_ratio": st.column_config.NumberColumn("params × MobileNet", format="%.2f×"),
                             "macs_ratio": st.column_config.NumberColumn("MACs × MobileNet", format="%.2f×"),
-                            "accuracy": st.column_config.TextColumn("best acc %"),
+                            "accuracy": st.column_config.NumberColumn("best acc %", format="%.2f"),
                             "runs": st.column_config.NumberColumn("runs", format="%d"),
                             "latency_1t_ms": st.column_config.NumberColumn("batch-1 latency, ms (1 thread)",
                                                                            format="%.2f"),
@@ -147,7 +146,7 @@ except ValueError as e:
     left.info(str(e))
 left.caption(f"One {model} unit ({n_unit:,} parameters), traced from the module with torch.fx; "
              "conv + BN (+ ReLU) drawn as one box.")
-right.dataframe(layers, hide_index=True, height=420)
+right.dataframe(layers, hide_index=True, height=420, placeholder=MISSING)
 if st.toggle(f"Time each layer of {model} on this machine (about {estimate_s(cfg):.0f} s, then cached)",
              key="arch_layertime", help="Forward passes at batch 1 and at the training batch (128), 1 thread, eval "
                                         "mode, random inputs: median ms per layer, its share of the forward time "
@@ -157,7 +156,8 @@ if st.toggle(f"Time each layer of {model} on this machine (about {estimate_s(cfg
         layer_times.clear(cfg.to_dict())
     timed = layer_times(cfg.to_dict(), _fresh=again)
     st.plotly_chart(layer_time_chart(timed, f"{model}: share of the forward time against share of MACs, per layer"))
-    st.dataframe(timed[["layer", "kind", *LAYER_TIME_COLUMNS]], hide_index=True, column_config=LAYER_TIME_COLUMNS)
+    st.dataframe(timed[["layer", "kind", *LAYER_TIME_COLUMNS]], hide_index=True, column_config=LAYER_TIME_COLUMNS,
+                 placeholder=MISSING)
     st.caption("Above the diagonal a layer takes more of the time than of the arithmetic: it waits on memory "
                "(depthwise convs, BatchNorm, pooling, the concatenation). '(own ops)' rows are what a module computes "
                "between its layers (the merge and the residual add, flatten); `pool` is one module run after every "

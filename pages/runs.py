@@ -10,7 +10,7 @@ from mscompare import robustness
 from mscompare.reproduce import cost_chart
 from mscompare.export import export_bytes, from_run
 from mscompare.charts import curves_chart
-from ui import (confusion_heatmap, onnx_download, per_class_bars, plain, reliability_chart,
+from ui import (MISSING, confusion_heatmap, onnx_download, per_class_bars, plain, reliability_chart,
                 service, yield_to_training)
 
 yield_to_training()
@@ -54,7 +54,7 @@ shown.insert(shown.columns.get_loc("iters") + 1, "test_acc_%", (df["test_acc"].a
 table = shown.assign(created=pd.to_datetime(shown["created"], unit="s").dt.strftime("%Y-%m-%d %H:%M"),
                      message=shown["message"].fillna(""), batch=shown["batch"].fillna(""))
 number = lambda name, fmt="localized": st.column_config.NumberColumn(name, format=fmt)  # noqa: E731
-st.dataframe(table, hide_index=True, column_config={  # accuracy in % as on every other page
+st.dataframe(table, hide_index=True, placeholder=MISSING, column_config={  # accuracy in % as on every page
     "id": "run", "iter": number("at iteration"), "iters": number("iterations"), "seed": number("seed", "%d"),
     "units": number("units", "%d"), "width": number("width", "%d"), "test_acc_%": number("accuracy %", "%.2f"),
     "params": number("parameters"), "macs": number("MACs / image"), "seconds": number("seconds", "%.1f"),
@@ -115,7 +115,7 @@ if grouped is not None and not grouped.empty:
             st.info(f"{len(missing)} of the {len(run_label)} runs have no robustness results yet: press Evaluate.")
         if not rtable.empty:
             st.plotly_chart(robustness.chart(curves))
-            st.dataframe(robustness.format_table(rtable), hide_index=True)
+            st.dataframe(robustness.format_table(rtable), hide_index=True, placeholder=MISSING)
     except Exception as e:  # noqa: BLE001 - a missing checkpoint or dataset: one clear line
         st.warning(f"Can't evaluate these runs: {plain(e)}")
 else:

@@ -7,11 +7,12 @@ import streamlit as st
 
 from mscompare.config import PRESETS
 from mscompare.datasets import DATASETS
+from mscompare.estimate import for_sweep
 from mscompare.frontier import frontier_chart, protocol_label, protocols
 from mscompare.models import list_units
 from mscompare.service import find_datasets, no_data_help
 from mscompare.sweeps import describe
-from ui import latencies, plain, service
+from ui import MISSING, latencies, plain, service
 
 svc = service()
 found = {d: r for d, r in find_datasets().items() if d in DATASETS}
@@ -32,7 +33,8 @@ executor = c7.radio("Executor", ["local", "ray"], horizontal=True,
                     help="local: worker processes here. ray: a Ray task per trial, on the cluster at "
                          "$MSCOMPARE_RAY_ADDRESS (default: start or join a local Ray).")
 n = len(models) * len(datasets) * len(widths) * max(1, len(units)) * seeds
-st.caption(f"{n} trials; finished ones already in the run store are skipped.")
+st.caption(f"{n} trials. " + (for_sweep(svc.store, models, datasets, widths, units, seeds, preset_name, iters).line()
+                              if n else ""))
 if st.button(f"Start sweep ({n} trials)", type="primary", disabled=not found or not n):
     try:
         roots = {found[d] for d in datasets}
@@ -65,7 +67,7 @@ def sweeps():
             if results:
                 num = st.column_config.NumberColumn
                 results = [{**r, "test_acc": None if r["test_acc"] is None else 100 * r["test_acc"]} for r in results]
-                c1.dataframe(results, hide_index=True, column_config={
+                c1.dataframe(results, hide_index=True, placeholder=MISSING, column_config={
                     "run_id": "run", "test_acc": num("accuracy %", format="%.2f"), "seed": num("seed", format="%d"),
                     "params": num("parameters", format="localized"), "macs": num("MACs / image", format="localized"),
                     "seconds": num("seconds", format="%.1f"), "width": num("width", format="%d"),

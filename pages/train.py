@@ -7,10 +7,11 @@ import streamlit as st
 
 from mscompare.config import PRESETS, paper_units
 from mscompare.datasets import DATASETS
+from mscompare.estimate import for_batch
 from mscompare.models import list_units
 from mscompare.service import DEFAULT_SEEDS, MAX_SEEDS, data_roots, find_datasets, no_data_help
 from mscompare.train import available_devices
-from ui import (GROUPED_COLUMNS, band_chart, grouped_table, plain, reference_deltas, service,
+from ui import (MISSING, GROUPED_COLUMNS, band_chart, grouped_table, plain, reference_deltas, service,
                 yield_to_training)
 
 yield_to_training()
@@ -51,6 +52,9 @@ fuse = st.sidebar.selectbox("Fuse seeds", ["auto", "on", "off"],
                                  "say it is faster on this machine, on, or off (for A/B).")
 if dataset:
     st.caption("Units per model: " + ", ".join(f"{m} {units or paper_units(m, dataset)}" for m in models))
+    if models:
+        st.caption(for_batch(svc.store.list(status="done"), models, dataset, preset_name, iters, units, width,
+                             precision, device, seeds).line())
 n_runs = len(models) * seeds
 label = f"Start {n_runs} run{'s' if n_runs != 1 else ''} ({len(models)} model{'s' if len(models) != 1 else ''} × {seeds} seed{'s' if seeds != 1 else ''})"
 if st.button(label, type="primary", disabled=not found or not models):
@@ -136,7 +140,7 @@ def results(batch: str):
                                  help="Every other configuration is compared with it on the same test images.")
         deltas = reference_deltas(tuple(tuple(r) for r in grouped["runs"]), reference)
         table = grouped_table(grouped, deltas)
-        st.dataframe(table, hide_index=True, column_config=GROUPED_COLUMNS)
+        st.dataframe(table, hide_index=True, column_config=GROUPED_COLUMNS, placeholder=MISSING)
         for sentence in deltas["sentence"]:
             st.markdown("- " + plain(sentence))
         c1, c2 = st.columns(2)
@@ -146,7 +150,7 @@ def results(batch: str):
                            f"report-{batch}.html", "text/html")
     with st.expander(f"Single runs ({len(runs)})"):
         table = svc.results(runs)
-        st.dataframe(table, hide_index=True, column_order=list(COLUMNS),
+        st.dataframe(table, hide_index=True, column_order=list(COLUMNS), placeholder=MISSING,
                      column_config={c: st.column_config.Column(lbl, width=px) for c, (lbl, px) in COLUMNS.items()})
         st.download_button("Download results CSV", table.to_csv(index=False), f"results-{batch}.csv", "text/csv")
 

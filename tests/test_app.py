@@ -51,6 +51,7 @@ def test_architecture_table_follows_the_sliders(app_env):
     at.slider[0].set_value(4).run()  # units
     assert not at.exception
     assert (at.dataframe[0].value.set_index("model")["unit_params"] == after["unit_params"]).all()
+    tables_show_no_none(at)  # no finished run at this width: the accuracy cells are empty
 
 
 def png_bytes(img):
@@ -94,6 +95,17 @@ def widget(at, kind: str, label: str):
     return next(w for w in at.get(kind) if w.label == label)
 
 
+def tables_show_no_none(at):
+    """Every table of the page: an empty cell reads "—" (ui.MISSING, not Streamlit's "None"), and no cell holds
+    the text None or nan."""
+    assert at.dataframe
+    for d in at.dataframe:
+        assert d.proto.placeholder == "—"
+        for col, values in d.value.items():
+            text = values.dropna().astype(str)
+            assert not text.str.fullmatch(r"None|nan|NaN|<NA>|NaT").any(), (col, text.tolist())
+
+
 @pytest.mark.slow
 def test_train_page_runs_seeds_in_background_and_shows_grouped_results(app_env):
     at = app("pages/train.py")
@@ -103,6 +115,7 @@ def test_train_page_runs_seeds_in_background_and_shows_grouped_results(app_env):
     widget(at, "number_input", "Seeds").set_value(2).run()
     start = at.button[0]
     assert start.label == "Start 4 runs (2 models × 2 seeds)"  # the count follows the inputs before Start
+    assert any(c.value.startswith("Estimated training time") for c in at.caption)  # measured, or "unknown"
     start.click().run()
     assert not at.exception and at.success, [e.value for e in at.error]
     from ui import service
@@ -129,6 +142,9 @@ def test_train_page_runs_seeds_in_background_and_shows_grouped_results(app_env):
     assert not at.exception
     by_config = at.dataframe[0].value.set_index("configuration")["Δ vs reference"]
     assert by_config[ref.value] == "reference" and by_config.drop(ref.value).str.contains(r"\[").all()
+    tables_show_no_none(at)
+    estimate = next(c.value for c in at.caption if c.value.startswith("Estimated training time"))
+    assert estimate.startswith("Estimated training time: about") and "4 runs at the median img/s" in estimate
 
 
 def test_sweep_page_runs_a_grid_and_draws_the_frontier(app_env):
@@ -158,6 +174,7 @@ def test_sweep_page_runs_a_grid_and_draws_the_frontier(app_env):
     assert any(t.value.startswith(f"{sid} (local, done)") and "2 of 2 trials ended" in t.value for t in at.text)
     assert len(at.dataframe[0].value) == 2
     assert any("Pareto frontier" in str(c.proto.spec) for c in at.get("plotly_chart"))
+    tables_show_no_none(at)
     at.radio[-1].set_value("latency_ms").run()  # the Cost radio: latency measured on this machine
     assert not at.exception
     import base64
@@ -225,3 +242,6 @@ def test_runs_page_cancels_any_active_run_and_names_runs_one_way(app_env):
     assert svc.manager.wait(timeout=60) and svc.store.get(rid)["status"] == "cancelled"
     curves = widget(at, "multiselect", "Compare curves of")
     assert curves.format_func(rid).startswith("mobilenet · mnist · quick 100,000 it · w8 · ")
+    at.run()
+    assert svc.runs(ids=[rid])["test_acc"].isna().all()  # a cancelled run has no accuracy: an empty cell, not "None"
+    tables_show_no_none(at)
