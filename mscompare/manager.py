@@ -43,6 +43,7 @@ class RunManager:
         self._cancel: set[str] = set()
         self._threads: list[threading.Thread] = []
         self._ends: queue.Queue[RunEnd] = queue.Queue()
+        self._closed = threading.Event()
         self._gpu = threading.Semaphore(GPU_SLOTS)
         self.set_concurrency(self.concurrency)
 
@@ -109,8 +110,14 @@ class RunManager:
                 return out
 
     def close(self, timeout: float = 30.0) -> None:
-        """Wait up to `timeout` s for what still trains; the slot threads stay for the next submit."""
-        self.wait(timeout)
+        """Wait up to `timeout` s for what still trains, cancel what is left, then end the slot threads (a
+        manager that is done with, a sweep's, leaves no threads behind in a long-running server)."""
+        if not self.wait(timeout):
+            for rid, snap in self.snapshots().items():
+                if snap.get("status") in ACTIVE:
+                    self.cancel(rid)
+            self.wait(KILL_AFTER + 5)
+        self._closed.set()
 
     def cancel(self, rid: str) -> None:
         """Cancel a queued run at once, a running one within KILL_AFTER seconds (a lone run's worker is killed if
@@ -176,7 +183,7 @@ class RunManager:
         self._ends.put(e)
 
     def _work(self, slot: int) -> None:
-        while True:
+        while not self._closed.is_set():
             if slot >= self.concurrency:  # lowered: this slot idles until raised again
                 time.sleep(0.5)
                 continue

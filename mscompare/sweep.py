@@ -138,6 +138,8 @@ def run_trials(store: RunStore, trials: Iterable[Trial], tag: str, executor: str
             if rid not in by_user and store.get(rid)["status"] in (*ACTIVE, "cancelled"):
                 lifecycle.end(store, RunEnd(rid, "interrupted", "the sweep was stopped"))
         raise
+    finally:
+        ex.close()
     return {**counts, "ids": ids}
 
 

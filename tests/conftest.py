@@ -1,5 +1,6 @@
 """Shared fixtures: small real-format datasets written to tmp dirs, so no test needs ../shared or a network."""
 import contextlib
+import dataclasses
 import os
 import socket
 import subprocess
@@ -55,14 +56,65 @@ def tiny_npz(tmp_path):
     return tmp_path
 
 
-@pytest.fixture(scope="session")
-def app_env(tmp_path_factory):
-    """Point the app's run store and data root at temporary folders (the Service is cached per process)."""
-    base = tmp_path_factory.mktemp("app")
+@pytest.fixture
+def app_env(tmp_path, monkeypatch):
+    """The app's run store and data root in this test's own folders (an MNIST-shaped `mnist` of 300 + 100
+    images), and its own Service: ui.service is cached per process, so it is cleared before the test, and the
+    test's Service is closed (its runs stopped, its worker slots ended) after it."""
+    import ui
+
+    base = tmp_path / "app"
     digits_npz(base / "data", name="mnist", n_train=300, n_test=100)
-    os.environ["MSCOMPARE_RUNS_DIR"] = str(base / "runs")
-    os.environ["MSCOMPARE_DATA_ROOT"] = str(base / "data")
-    return base
+    monkeypatch.setenv("MSCOMPARE_RUNS_DIR", str(base / "runs"))
+    monkeypatch.setenv("MSCOMPARE_DATA_ROOT", str(base / "data"))
+    ui.service.clear()
+    yield base
+    ui.service().manager.close(timeout=0)  # the test's Service (made now if it made none): stop what it left
+    ui.service.clear()
+
+
+@dataclasses.dataclass
+class Ran:
+    """What a CLI call gave: as subprocess.CompletedProcess names it."""
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def mscompare_cli(*args, cwd: str | Path | None = None) -> Ran:
+    """`mscompare ARGS` run by the CLI's main() in this process: its exit code, stdout and stderr, without a new
+    process's 2-3 s of imports. What main() sets process-wide (environment, torch threads, the thread tuner,
+    signal handlers, the working folder) is put back. The entry point itself, signals and kills are tested with
+    `python -m mscompare` processes."""
+    import io
+    import signal
+    from contextlib import redirect_stderr, redirect_stdout
+
+    import torch
+
+    from mscompare import threads
+    from mscompare.cli import main
+
+    env, n, tuner, here = dict(os.environ), torch.get_num_threads(), threads._tuner, os.getcwd()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as e:  # argparse's usage errors
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    finally:
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(env)
+        torch.set_num_threads(n)
+        threads._tuner = tuner
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+    return Ran(code, out.getvalue(), err.getvalue())
 
 
 def wait_for(check, what: str = "the condition", timeout: float = 120) -> None:

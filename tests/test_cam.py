@@ -1,7 +1,5 @@
 """Class-activation maps: size and range on shipped checkpoints, per input and unit type, as PNGs and on the page."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -9,7 +7,7 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
+from conftest import ROOT, mscompare_cli
 from mscompare.cam import class_activation_map, explain, overlay, target_layer, write_pngs
 from mscompare.config import ModelConfig
 from mscompare.models import build_model, list_units
@@ -89,8 +87,7 @@ def test_overlay_and_pngs(tmp_path, mnist):
 def test_cli_cam_writes_one_png_per_image_and_model(tmp_path):
     imgs = [str(SAMPLES / "mnist" / "7_0.png"), str(SAMPLES / "mnist" / "2_1.png")]
     out = tmp_path / "cams"
-    p = subprocess.run([sys.executable, "-m", "mscompare", "predict", "--set", "mnist", "--cam", str(out), "--json",
-                        *imgs], capture_output=True, text=True, timeout=180, cwd=ROOT)
+    p = mscompare_cli("predict", "--set", "mnist", "--cam", out, "--json", *imgs, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout)
     pngs = sorted(out.glob("*.png"))
@@ -100,8 +97,7 @@ def test_cli_cam_writes_one_png_per_image_and_model(tmp_path):
         for path in r["cam"].values():
             with Image.open(path) as im:
                 assert im.format == "PNG" and im.size == (224, 224)
-    p = subprocess.run([sys.executable, "-m", "mscompare", "predict", "--set", "mnist", "--cam", str(out), imgs[0]],
-                       capture_output=True, text=True, timeout=180, cwd=ROOT)
+    p = mscompare_cli("predict", "--set", "mnist", "--cam", out, imgs[0], cwd=ROOT)
     assert p.returncode == 0 and "map for 7" in p.stdout, p.stderr
 
 

@@ -1,13 +1,12 @@
 """Per-layer forward times: they add up to the whole forward, cover the MACs table's layers, shares and GFLOP/s."""
 import json
-import subprocess
-import sys
 
 import pytest
 
 from mscompare import layertime
 from mscompare.config import config_for
 from mscompare.profile import cached_profile
+from conftest import mscompare_cli
 
 BATCHES = (1, 4)  # short passes: on a shared machine a long one is more often cut by another process
 
@@ -87,8 +86,7 @@ def test_google_net_concat_and_a_shared_pool_module_are_timed():
     assert t.loc["pool", "ms"] > 0  # one module called after each unit: its calls are summed
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "mscompare", *args], capture_output=True, text=True, timeout=120)
+run_cli = mscompare_cli
 
 
 def test_info_layers_json():

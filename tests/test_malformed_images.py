@@ -3,8 +3,6 @@ import io
 import json
 import re
 import struct
-import subprocess
-import sys
 import tomllib
 import zlib
 
@@ -13,7 +11,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
+from conftest import ROOT, mscompare_cli
 from mscompare.images import ACCEPTED, MAX_BYTES, MAX_PIXELS, ImageError, open_image, upload_types
 
 NOT_ACCEPTED = f"not a readable {ACCEPTED} image"
@@ -126,8 +124,7 @@ def test_open_image_decodes_or_says_why(name):
 
 def test_cli_predicts_the_good_files_and_names_each_bad_one(corpus_dir):
     files = [str(corpus_dir / n) for n in CORPUS]
-    p = subprocess.run([sys.executable, "-m", "mscompare", "predict", "--set", "mnist", "--json", *files],
-                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    p = mscompare_cli("predict", "--set", "mnist", "--json", *files, cwd=ROOT)
     assert "Traceback" not in p.stderr, p.stderr
     assert p.returncode == 1  # some files failed
 

@@ -2,8 +2,6 @@
 import io
 import os
 import struct
-import subprocess
-import sys
 import time
 import warnings
 import zipfile
@@ -13,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, mscompare_cli
 from mscompare import arrays, data as data_mod
 from mscompare.data import ArrayData, DatasetError, DatasetWarning, load_dataset, load_split
 
@@ -521,9 +519,8 @@ def test_npz_with_other_than_1_or_3_channels_is_named(tmp_path, channels):
         load_split("arr", tmp_path)
 
 
-def cli(*args, timeout=25):
-    return subprocess.run([sys.executable, "-m", "mscompare", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+def cli(*args, timeout=None):
+    return mscompare_cli(*args, cwd=ROOT)
 
 
 def test_rgba_npz_exits_1_from_the_cli_naming_the_file(tmp_path):

@@ -3,8 +3,6 @@ import copy
 import io
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, digits_npz
+from conftest import ROOT, digits_npz, mscompare_cli
 from mscompare.checkpoints import CheckpointError, load_checkpoint, read_manifest, save_checkpoint, sha256, write_manifest
 from mscompare.images import MAX_BYTES, ImageError, open_image
 from mscompare.predict import (PredictionError, canvas_image, display_copy, finished_runs, load_runs, load_set,
@@ -178,15 +176,13 @@ def test_predict_cli_json(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"nope")
     imgs = [str(SAMPLES / "mnist" / "7_0.png"), str(SAMPLES / "mnist" / "2_1.png")]
-    p = subprocess.run([sys.executable, "-m", "mscompare", "predict", "--set", "mnist", "--json", *imgs],
-                       capture_output=True, text=True, timeout=120)
+    p = predict_cli("--set", "mnist", "--json", *imgs)
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert [o["image"] for o in out] == imgs
     assert set(out[0]["predictions"]) == MODELS
     assert out[0]["predictions"]["ms_add"][0]["label"] == "7" and 0 <= out[0]["predictions"]["ms_add"][0]["prob"] <= 1
-    p = subprocess.run([sys.executable, "-m", "mscompare", "predict", "--set", "mnist", str(bad)],
-                       capture_output=True, text=True, timeout=120)
+    p = predict_cli("--set", "mnist", bad)
     assert p.returncode == 1 and "bad.png" in p.stderr and "Traceback" not in p.stderr
 
 
@@ -281,29 +277,28 @@ def test_drawing_pad_matches_the_same_png_upload():
 
 
 @pytest.fixture(scope="module")
-def trained_runs(app_env, tmp_path_factory):
-    """Two tiny runs of different input shapes, trained by the CLI into the app's run store: run ids by name."""
+def trained_runs(tmp_path_factory):
+    """Two tiny runs of different input shapes, trained by the CLI into a run store of this module (read, never
+    written, by its tests): run ids by dataset name, and the store's folder as "runs"."""
     data = tmp_path_factory.mktemp("rundata")
+    runs = tmp_path_factory.mktemp("trained") / "runs"
     digits_npz(data, "tinydigits", n_train=200, n_test=64)
     digits_npz(data, "tinycolor", n_train=200, n_test=64, size=32, channels=3)
     ids = {}
     for model, ds in (("mobilenet", "tinydigits"), ("ms_add", "tinycolor")):
-        p = subprocess.run([sys.executable, "-m", "mscompare", "train", "--model", model, "--dataset", ds,
-                            "--data-root", str(data), "--iters", "20", "--width", "8", "--batch-size", "32",
-                            "--eval-every", "10", "--runs-dir", str(app_env / "runs"), "--json"],
-                           capture_output=True, text=True, timeout=300, cwd=ROOT)
+        p = mscompare_cli("train", "--model", model, "--dataset", ds, "--data-root", data, "--iters", "20", "--width",
+                          "8", "--batch-size", "32", "--eval-every", "10", "--runs-dir", runs, "--json")
         assert p.returncode == 0, p.stderr
         ids[ds] = json.loads(p.stdout.strip().splitlines()[-1])["run_id"]
-    return ids
+    return {**ids, "runs": str(runs)}
 
 
 def predict_cli(*args):
-    return subprocess.run([sys.executable, "-m", "mscompare", "predict", *args], capture_output=True, text=True,
-                          timeout=180, cwd=ROOT)
+    return mscompare_cli("predict", *args, cwd=ROOT)
 
 
-def test_predict_cli_with_runs(app_env, trained_runs, tmp_path):
-    runs = str(app_env / "runs")
+def test_predict_cli_with_runs(trained_runs, tmp_path):
+    runs = trained_runs["runs"]
     a, b = trained_runs["tinydigits"], trained_runs["tinycolor"]
     img = tmp_path / "square.png"
     x = np.full((28, 28), 10, np.uint8)
@@ -330,8 +325,8 @@ def test_predict_cli_with_runs(app_env, trained_runs, tmp_path):
         assert p.returncode == 2 and ("not allowed with" in p.stderr or "one of the arguments" in p.stderr), p.stderr
 
 
-def test_load_runs_errors(tmp_path, trained_runs, app_env):
-    src = RunStore(app_env / "runs")
+def test_load_runs_errors(tmp_path, trained_runs):
+    src = RunStore(trained_runs["runs"])
     row = src.get(trained_runs["tinydigits"])
     models = load_runs(src, [row["id"], row["id"]])  # a repeated id once
     assert list(models) == [run_label(row)] and models[run_label(row)][1].in_channels == 1
@@ -352,9 +347,10 @@ def test_load_runs_errors(tmp_path, trained_runs, app_env):
     assert finished_runs(store) == []
 
 
-def test_predict_page_with_runs_and_maps(app_env, trained_runs):
+def test_predict_page_with_runs_and_maps(app_env, trained_runs, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
+    monkeypatch.setenv("MSCOMPARE_RUNS_DIR", trained_runs["runs"])  # the app's store: the module's trained runs
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
     at.switch_page("pages/predict.py").run()

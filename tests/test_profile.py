@@ -1,8 +1,6 @@
 """fvcore profiling: MACs cross-checked against torch's FlopCounterMode; the info CLI and its errors."""
 import json
 import logging
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -10,6 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mscompare import MODELS, build_model, config_for
 from mscompare.profile import compare, profile_model
+from conftest import mscompare_cli
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
@@ -60,8 +59,7 @@ def test_width_and_units_change_the_table():
     assert (c["params"] != a["params"]).all()
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "mscompare", *args], capture_output=True, text=True, timeout=120)
+run_cli = mscompare_cli
 
 
 def test_info_json_lists_all_models():

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import digits_npz, wait_for
+from conftest import digits_npz, mscompare_cli, wait_for
 from mscompare import manager
 from mscompare.config import TrainConfig
 from mscompare.jobs import execute
@@ -72,6 +72,7 @@ def test_manager_runs_side_by_side_and_a_crash_or_a_failure_spares_the_others(tm
     doomed = mgr.add(SMALL, tcfg(tmp_path, iters=100000))
     wait_for(lambda: mgr.snapshot(long).get("iter", 0) >= 10 and mgr.snapshot(doomed).get("iter", 0) >= 10)
     assert {mgr.snapshot(r)["status"] for r in (long, doomed)} == {"running"}  # two at once
+    assert {"eta", "images_per_s", "loss"} <= set(mgr.snapshot(long))  # live progress for the page
     os.kill(mgr._procs[doomed].pid, signal.SIGKILL)  # the worker dies (out-of-memory killer, segfault...)
     wait_for(lambda: mgr.snapshot(doomed)["status"] == "failed")
     assert "worker process died" in store.get(doomed)["message"]
@@ -126,9 +127,8 @@ def test_a_store_write_failure_fails_the_run_with_a_message(tmp_path, monkeypatc
 def test_an_unwritable_runs_folder_is_one_line_in_the_cli(tmp_path):
     digits_npz(tmp_path)
     (tmp_path / "afile").write_text("a file where the runs folder should go")
-    p = subprocess.run([sys.executable, "-m", "mscompare", "train", "--model", "alexnet", "--dataset",
-                        "tinydigits", "--data-root", str(tmp_path), "--iters", "5",
-                        "--runs-dir", str(tmp_path / "afile" / "runs")], capture_output=True, text=True, timeout=120)
+    p = mscompare_cli("train", "--model", "alexnet", "--dataset", "tinydigits", "--data-root", tmp_path, "--iters",
+                      "5", "--runs-dir", tmp_path / "afile" / "runs")
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert "can't create the runs folder" in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
@@ -150,8 +150,7 @@ def test_a_corrupt_run_store_says_what_it_is_and_how_to_move_it(tmp_path):
     (tmp_path / "runs.sqlite").write_text("this is not a database, it is a note " * 100)
     with pytest.raises(StoreError, match=r"not a readable SQLite run store.*Move it aside \(mv "):
         RunStore(tmp_path)
-    p = subprocess.run([sys.executable, "-m", "mscompare", "runs", "--runs-dir", str(tmp_path)],
-                       capture_output=True, text=True, timeout=120)
+    p = mscompare_cli("runs", "--runs-dir", tmp_path)
     assert p.returncode == 1 and "Traceback" not in p.stderr and "Move it aside" in p.stderr
 
 
@@ -167,9 +166,7 @@ def test_a_reused_pid_does_not_keep_a_dead_run_running(tmp_path):
 
 
 def test_cli_argument_errors_are_one_line(tmp_path):
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "mscompare", *args], capture_output=True, text=True,
-                              timeout=120)
+    cli = mscompare_cli
 
     for args, words in ((["info", "--width", "100000"], "width must be"),
                         (["runs", "export", "--csv", str(tmp_path / "no" / "x.csv"), "--runs-dir", str(tmp_path)],
@@ -226,8 +223,7 @@ def test_cli_skips_bad_files_and_resizes_image_folders_when_asked(tmp_path):
     (tmp_path / "pics" / "train" / "a" / "broken.png").write_bytes(b"not a png")
     args = ["train", "--model", "mobilenet", "--dataset", "pics", "--data-root", str(tmp_path), "--iters", "3",
             "--batch-size", "8", "--width", "8", "--eval-every", "3", "--runs-dir", str(tmp_path / "runs"), "--json"]
-    run = lambda *extra: subprocess.run([sys.executable, "-m", "mscompare", *args, *extra], capture_output=True,
-                                        text=True, timeout=180)
+    run = lambda *extra: mscompare_cli(*args, *extra)  # noqa: E731
     p = run()
     assert p.returncode == 1 and "Traceback" not in p.stderr and "broken.png" in p.stderr and "--skip-bad" in p.stderr
     p = run("--skip-bad")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
+from conftest import mscompare_cli, wait_for
 from mscompare.runs import RunStore
 from mscompare.sweep import grid, run_trials
 
@@ -17,10 +17,8 @@ KEYS = {"run_id", "model", "dataset", "width", "units", "seed", "status", "test_
 
 
 def sweep_cli(data, runs, *extra):
-    return subprocess.run([sys.executable, "-m", "mscompare", "sweep", "--models", "mobilenet", "ms_add",
-                           "--datasets", "mnist", "--widths", "8", "16", "--iters", "10", "--data-root", str(data),
-                           "--runs-dir", str(runs), "--workers", "2", *extra],
-                          capture_output=True, text=True, timeout=300)
+    return mscompare_cli("sweep", "--models", "mobilenet", "ms_add", "--datasets", "mnist", "--widths", "8", "16",
+                         "--iters", "10", "--data-root", data, "--runs-dir", runs, "--workers", "2", *extra)
 
 
 @pytest.mark.slow
@@ -77,7 +75,12 @@ def test_a_killed_worker_is_retried_once_and_a_repeated_failure_is_recorded(mnis
     assert out["failed"] == 1 and len(store.list(tag="t", status="failed")) == 3
 
 
-def test_stopping_a_sweep_leaves_a_consistent_store(mnist_like, tmp_path):
+def _slots() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("mscompare-slot-")}
+
+
+def test_stopping_a_sweep_leaves_a_consistent_store_and_no_threads(mnist_like, tmp_path):
+    before = _slots()
     store = RunStore(tmp_path / "runs")
     trials = grid(["mobilenet", "alexnet"], ["mnist"], [8], iters=100000, data_root=str(mnist_like), device="cpu")
     def training() -> bool:  # stop once one trial has trained (its first eval point is in the store)
@@ -87,6 +90,7 @@ def test_stopping_a_sweep_leaves_a_consistent_store(mnist_like, tmp_path):
         run_trials(store, trials, "t", workers=1, should_stop=training)
     assert {r["status"] for r in store.list()} == {"interrupted"}  # as the README says
     assert not [r for r in store.list() if r["status"] in ("queued", "running")]
+    wait_for(lambda: not _slots() - before, "the sweep's worker slots to end", 10)  # a server runs many sweeps
 
 
 @pytest.mark.slow

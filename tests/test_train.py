@@ -1,8 +1,7 @@
-"""Training, the run store, background runs (cancel, failure, recovery), checkpoints and the train/runs CLI."""
+"""Training, the run store (interrupted runs, recovery), checkpoints and the train/runs CLI."""
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -11,9 +10,9 @@ from mscompare import ModelConfig, build_model
 from mscompare.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from mscompare.data import load_dataset
 from mscompare.jobs import execute
-from mscompare.manager import RunManager
 from mscompare.runs import RunStore
 from mscompare.train import TrainConfig, preset, train
+from conftest import mscompare_cli
 
 SMALL = dict(model="mobilenet", width=8, units=2, num_classes=4)
 
@@ -95,36 +94,7 @@ def test_recovery_after_crash_keeps_the_curve(tmp_path):
     assert [p["test_acc"] for p in reopened.curve(rid)] == [0.5, 0.7]
 
 
-def test_manager_runs_cancels_and_reports_failures(tmp_path, tiny_npz):
-    store = RunStore(tmp_path / "runs")
-    mgr = RunManager(store, concurrency=1)
-    ok = TrainConfig(dataset="tinydigits", data_root=str(tiny_npz), iters=20, batch_size=32, eval_every=10)
-    long = TrainConfig(dataset="tinydigits", data_root=str(tiny_npz), iters=100000, batch_size=32, eval_every=10)
-    nan = TrainConfig(dataset="tinydigits", data_root=str(tiny_npz), iters=50, batch_size=32, eval_every=10,
-                      lr=1e9, optimizer="sgd")
-    missing = TrainConfig(dataset="nope", data_root=str(tiny_npz), iters=10)
-    r_ok = mgr.add(ModelConfig(**SMALL), ok)
-    r_long = mgr.add(ModelConfig(**SMALL), long)
-    r_nan = mgr.add(ModelConfig(**SMALL), nan)
-    r_missing = mgr.add(ModelConfig(**SMALL), missing)
-    deadline = time.time() + 60
-    while mgr.snapshot(r_long).get("iter", 0) < 10 and time.time() < deadline:
-        time.sleep(0.05)
-    snap = mgr.snapshot(r_long)
-    assert snap["status"] == "running" and snap["iter"] >= 10 and "eta" in snap and "images_per_s" in snap
-    mgr.cancel(r_long)
-    assert mgr.wait(timeout=120)
-    assert store.get(r_ok)["status"] == "done"
-    assert store.get(r_long)["status"] == "cancelled"
-    assert store.get(r_nan)["status"] == "failed" and "loss became" in store.get(r_nan)["message"]
-    failed = store.get(r_missing)
-    assert failed["status"] == "failed" and "nope" in failed["message"]
-    assert mgr.snapshot(r_missing)["status"] == "failed"
-
-
-def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "mscompare", *args], capture_output=True, text=True,
-                          timeout=300, cwd=cwd)
+cli = mscompare_cli
 
 
 def test_train_cli_json_and_runs_commands(tmp_path, tiny_npz):
