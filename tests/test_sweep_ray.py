@@ -12,24 +12,29 @@ from mscompare.runs import RunStore
 from mscompare.sweep import grid, run_trials
 
 
-@pytest.mark.slow
-@pytest.mark.ray
-def test_a_four_trial_sweep_on_a_local_ray_cluster(mnist_like, tmp_path):
+@pytest.fixture(scope="module")
+def ray():
+    """One local Ray cluster (2 CPUs) for this module's tests (starting one takes seconds); each test has its
+    own run store."""
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        store = RunStore(tmp_path / "runs")
-        trials = grid(["mobilenet", "ms_add"], ["mnist"], [8, 16], iters=10, data_root=str(mnist_like), device="cpu")
-        seen = []
-        out = run_trials(store, trials, "ray", executor="ray", on_result=seen.append)
-        assert (out["done"], out["failed"], out["skipped"]) == (4, 0, 0) and len(seen) == 4
-        for rid in out["ids"]:
-            row = store.get(rid)
-            assert row["status"] == "done" and [p["iter"] for p in store.curve(rid)] == [10]
-            assert Path(row["checkpoint"]).is_file() and Path(row["checkpoint"]).parent == store.dir / "checkpoints"
-        assert run_trials(store, trials, "ray", executor="ray")["skipped"] == 4
-    finally:
-        ray.shutdown()
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_four_trial_sweep_on_a_local_ray_cluster(ray, mnist_like, tmp_path):
+    store = RunStore(tmp_path / "runs")
+    trials = grid(["mobilenet", "ms_add"], ["mnist"], [8, 16], iters=10, data_root=str(mnist_like), device="cpu")
+    seen = []
+    out = run_trials(store, trials, "ray", executor="ray", on_result=seen.append)
+    assert (out["done"], out["failed"], out["skipped"]) == (4, 0, 0) and len(seen) == 4
+    for rid in out["ids"]:
+        row = store.get(rid)
+        assert row["status"] == "done" and [p["iter"] for p in store.curve(rid)] == [10]
+        assert Path(row["checkpoint"]).is_file() and Path(row["checkpoint"]).parent == store.dir / "checkpoints"
+    assert run_trials(store, trials, "ray", executor="ray")["skipped"] == 4
 
 
 def _parent(pid: int) -> int:
@@ -75,9 +80,7 @@ def _kill_ray_attempts(n: int, stop: threading.Event, killed: list) -> None:
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.parametrize("kills, status", [(1, "done"), (2, "failed")])
-def test_a_killed_ray_worker_is_retried_once_and_then_recorded(mnist_like, tmp_path, kills, status):
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+def test_a_killed_ray_worker_is_retried_once_and_then_recorded(ray, mnist_like, tmp_path, kills, status):
     stop, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_ray_attempts, args=(kills, stop, killed), daemon=True)
     killer.start()
@@ -97,4 +100,3 @@ def test_a_killed_ray_worker_is_retried_once_and_then_recorded(mnist_like, tmp_p
             assert [p["iter"] for p in store.curve(row["id"])][-1] == 300
     finally:
         stop.set()
-        ray.shutdown()
