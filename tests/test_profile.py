@@ -93,17 +93,14 @@ def test_the_uncounted_ops_from_fvcores_pass_match_a_separate_trace():
 
 
 def test_prefetch_profiles_the_neighbouring_slider_positions_in_the_background():
-    import time
-
+    from conftest import wait_for
     from mscompare import profile
     from mscompare.config import config_for
     from mscompare.models import list_units
 
     profile.cached_profile.cache_clear()
     profile.prefetch("mnist", 2, 24)
-    deadline = time.time() + 120
-    while profile._prefetch["thread"] is not None and time.time() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: profile._prefetch["thread"] is None, "the background prefetch to end")
     info = profile.cached_profile.cache_info()
     assert info.currsize == len(list_units()) * 4  # every unit at units 1 and 3 (width 24), widths 32 and 16 (2)
     for units, width in ((1, 24), (3, 24), (2, 32), (2, 16)):

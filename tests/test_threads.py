@@ -118,9 +118,8 @@ def test_a_cli_run_is_seen_as_training_from_another_process(tmp_path):
     """What the app's pages check (ui.yield_to_training) while a `python -m mscompare train` runs elsewhere."""
     import subprocess
     import sys
-    import time
 
-    from conftest import ROOT, digits_npz
+    from conftest import ROOT, digits_npz, wait_for
 
     digits_npz(tmp_path)
     before = threads.training_processes()
@@ -129,9 +128,7 @@ def test_a_cli_run_is_seen_as_training_from_another_process(tmp_path):
                              "--width", "8", "--runs-dir", str(tmp_path / "runs")], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 60
-        while threads.training_processes() == before and time.time() < deadline:
-            time.sleep(0.2)
+        wait_for(lambda: threads.training_processes() != before, "the CLI run to mark itself as training", 60)
         assert threads.training_processes() == before + 1
     finally:
         proc.kill()
