@@ -35,6 +35,25 @@ def digits_npz(root: Path, name: str = "tinydigits", n_train: int = 600, n_test:
     return d
 
 
+def encode(img, fmt: str, **kw) -> bytes:
+    """A PIL image as the bytes of a file in `fmt` (PNG, JPEG, ...)."""
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def digit(size: int = 28, fg: int = 255, bg: int = 0, mode: str = "L", bar: float = 1 / 7):
+    """A '1'-like vertical bar, `bar` x size wide, fg on bg, as a PIL image in `mode`."""
+    from PIL import Image
+
+    a = np.full((size, size), bg, np.uint8)
+    half = int(size * bar) // 2
+    a[size // 5: -size // 5, size // 2 - half: size // 2 + half] = fg
+    return Image.fromarray(a, "L").convert(mode)
+
+
 @pytest.fixture(autouse=True)
 def own_home(tmp_path, monkeypatch):
     """Each test's default run store and data root (settings.home()) and its training marks are its own, never

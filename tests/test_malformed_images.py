@@ -11,23 +11,16 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT, mscompare_cli
+import conftest
+from conftest import ROOT, encode, mscompare_cli
 from mscompare.images import ACCEPTED, MAX_BYTES, MAX_PIXELS, ImageError, open_image, upload_types
 
 NOT_ACCEPTED = f"not a readable {ACCEPTED} image"
 
 
-def encode(img, fmt, **kw):
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kw)
-    return buf.getvalue()
-
-
-def digit(size=40, fg=255, bg=0, mode="L"):
-    """A '1'-like vertical bar, fg on bg."""
-    a = np.full((size, size), bg, np.uint8)
-    a[size // 5: -size // 5, size // 2 - size // 10: size // 2 + size // 10] = fg
-    return Image.fromarray(a, "L").convert(mode)
+def digit(size=40, **kw):
+    """conftest.digit, larger and bolder: a 40-px '1' as a user's photo of one."""
+    return conftest.digit(size, bar=1 / 5, **kw)
 
 
 def png(width, height, bit_depth, color_type, rows):

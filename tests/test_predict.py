@@ -1,6 +1,5 @@
 """Prediction: decoding of every format and mode, drawings, preprocessing, errors, shipped checkpoints and runs."""
 import copy
-import io
 import json
 import shutil
 from pathlib import Path
@@ -10,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, digits_npz, mscompare_cli
+from conftest import ROOT, digit, digits_npz, encode, mscompare_cli
 from mscompare.checkpoints import CheckpointError, load_checkpoint, read_manifest, save_checkpoint, sha256, write_manifest
 from mscompare.images import MAX_BYTES, ImageError, open_image
 from mscompare.predict import (PredictionError, canvas_image, display_copy, finished_runs, load_runs, load_set,
@@ -21,17 +20,6 @@ MODELS = {"alexnet", "mobilenet", "googlenet", "ms_concat", "ms_add"}
 SAMPLES = ROOT / "samples"
 
 
-def encode(img, fmt, **kw):
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kw)
-    return buf.getvalue()
-
-
-def digit(size=28, fg=255, bg=0, mode="L"):
-    """A '1'-like vertical bar, fg on bg."""
-    a = np.full((size, size), bg, np.uint8)
-    a[size // 5: -size // 5, size // 2 - size // 14: size // 2 + size // 14] = fg
-    return Image.fromarray(a, "L").convert(mode)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "WEBP", "GIF"])
