@@ -177,7 +177,10 @@ class InProcess:
                 out = dict.fromkeys(rids, e)
             for rid in rids:
                 e = lifecycle.outcome(rid, out[rid])
-                lifecycle.end(self.store, e) if e.status == "done" else lifecycle.end_quietly(self.store, e)
+                if e.status == "done":
+                    lifecycle.end(self.store, e)  # a store that fails now fails the call (execute_group says so)
+                else:
+                    lifecycle.end_quietly(self.store, e)
                 if e.status == "failed":
                     _free_device_memory()
                 self._ended.append(e)
