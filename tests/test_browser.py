@@ -182,7 +182,7 @@ def shot_on_failure(page, request):
 
 
 def test_batch_live_cancel_reload_and_csv(server, page, shot_on_failure):
-    batch = start_batch(page, server, ["alexnet", "mobilenet"], 800)  # long enough to cancel one mid-run
+    batch = start_batch(page, server, ["alexnet", "mobilenet"], 800)  # long enough to cancel alexnet mid-run
     page.get_by_text("alexnet: running").wait_for()
     page.get_by_text("mobilenet: running").wait_for()
     # live: the progress lines move and the chart gets traces (eval every 50 iterations) while the runs go on
@@ -195,11 +195,11 @@ def test_batch_live_cancel_reload_and_csv(server, page, shot_on_failure):
     no_exception(page)
     tall_shot(page, "train-live.png")
 
-    # cancel one run: its line says so, the other run goes on and the chart keeps growing
-    row = page.get_by_test_id("stHorizontalBlock").filter(has_text=re.compile(r"^mobilenet: running"))
+    # cancel the slower run: its line says so, the other run goes on and the chart keeps growing
+    row = page.get_by_test_id("stHorizontalBlock").filter(has_text=re.compile(r"^alexnet: running"))
     row.get_by_role("button", name="Cancel").click()
-    page.get_by_text(re.compile(r"^mobilenet: cancelled")).wait_for(timeout=60_000)
-    assert page.get_by_text(re.compile(r"^alexnet: (running|done)")).count() == 1
+    page.get_by_text(re.compile(r"^alexnet: cancelled")).wait_for(timeout=60_000)
+    assert page.get_by_text(re.compile(r"^mobilenet: (running|done)")).count() == 1
     page.get_by_text("0 of 2 runs active").wait_for(timeout=600_000)
     summary = page.get_by_text("0 of 2 runs active").inner_text()
     assert "1 done" in summary and "1 cancelled" in summary, summary
@@ -216,7 +216,7 @@ def test_batch_live_cancel_reload_and_csv(server, page, shot_on_failure):
     with open(dl.value.path(), newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0].keys()) == RESULT_COLUMNS
-    assert sorted((r["model"], r["status"]) for r in rows) == [("alexnet", "done"), ("mobilenet", "cancelled")]
+    assert sorted((r["model"], r["status"]) for r in rows) == [("alexnet", "cancelled"), ("mobilenet", "done")]
     done = next(r for r in rows if r["status"] == "done")
     assert done["iters"] == "800" and float(done["images_per_s"]) > 0 and 0 <= float(done["test_acc_%"]) <= 100
 
@@ -225,9 +225,9 @@ def test_batch_live_cancel_reload_and_csv(server, page, shot_on_failure):
     assert newer != batch
     page.get_by_text("0 of 1 run active").wait_for(timeout=300_000)
     page.goto(f"{server}/train?batch={batch}")
-    shows_only_batch(page, batch, ["alexnet: done", "mobilenet: cancelled"])
+    shows_only_batch(page, batch, ["alexnet: cancelled", "mobilenet: done"])
     page.reload()
-    shows_only_batch(page, batch, ["alexnet: done", "mobilenet: cancelled"])
+    shows_only_batch(page, batch, ["alexnet: cancelled", "mobilenet: done"])
     no_exception(page)
     tall_shot(page, "train-reloaded.png")
 
