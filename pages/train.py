@@ -103,7 +103,7 @@ def status(batch: str, polling: bool):
                 bits.append(f"{r.live_images_per_s:,.0f} img/s")
             if r.eta_s is not None and r.eta_s == r.eta_s:
                 bits.append(f"ETA {int(r.eta_s)} s")
-        if r.status in ("failed", "interrupted", "cancelled") and r.message:
+        if r.status in ("failed", "interrupted", "cancelled") and isinstance(r.message, str) and r.message:
             bits.append(str(r.message))
         c1, c2 = st.columns([5, 1])
         c1.progress(min(done_iters / r.iters, 1.0) if r.iters else 0.0)
