@@ -139,7 +139,9 @@ class RunManager:
                 proc.stdin.flush()
         elif proc is not None:
             _signal(proc, signal.SIGTERM)
-            threading.Timer(KILL_AFTER, lambda: proc.poll() is None and _signal(proc, signal.SIGKILL)).start()
+            kill = threading.Timer(KILL_AFTER, lambda: proc.poll() is None and _signal(proc, signal.SIGKILL))
+            kill.daemon = True  # a process that is done (a stopped CLI sweep) exits now, not when the timer fires
+            kill.start()
         elif live is None or live["status"] in ACTIVE:  # not ours, or stuck between states: settle the record
             row = self.store.get(rid)
             if row and row["status"] in ACTIVE:
