@@ -5,8 +5,8 @@ import re
 import numpy as np
 import pytest
 
+from conftest import mscompare_cli
 from mscompare import stats
-from mscompare.cli import main
 from mscompare.groups import CompareError, compare, group
 from mscompare.predictions import Predictions, path_for, save
 from mscompare.runs import RunStore
@@ -98,15 +98,16 @@ def test_group_keeps_protocols_apart_and_compare_refuses_other_test_sets(tmp_pat
         compare(store, [other_ds], b)
 
 
-def test_train_seeds_compare_report_and_delete_from_the_cli(tiny_npz, tmp_path, capsys):
+def test_train_seeds_compare_report_and_delete_from_the_cli(tiny_npz, tmp_path):
     runs = str(tmp_path / "runs")
     common = ["--dataset", "tinydigits", "--data-root", str(tiny_npz), "--runs-dir", runs, "--width", "8",
               "--iters", "30", "--eval-every", "10", "--batch-size", "32", "--seeds", "2", "--json",
               "--device", "cpu", "--no-fuse"]
     ids = {}
     for model in ("mobilenet", "alexnet"):
-        assert main(["train", "--model", model, *common]) == 0
-        lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if '"batch"' in x]
+        p = mscompare_cli("train", "--model", model, *common)
+        assert p.returncode == 0, p.stderr
+        lines = [json.loads(x) for x in p.stdout.splitlines() if '"batch"' in x]
         assert [x["seed"] for x in lines] == [0, 1] and len({x["batch"] for x in lines}) == 1
         ids[model] = [x["run_id"] for x in lines]
     store = RunStore(runs)
@@ -114,27 +115,30 @@ def test_train_seeds_compare_report_and_delete_from_the_cli(tiny_npz, tmp_path, 
         p = np.load(path_for(runs, rid))
         assert len(p["pred"]) == len(p["true"]) == len(p["prob"]) == 200
         assert np.mean(p["pred"] == p["true"]) == pytest.approx(store.get(rid)["test_acc"])
-    assert main(["compare", "--a", *ids["mobilenet"], "--b", *ids["alexnet"], "--runs-dir", runs, "--json"]) == 0
-    res = json.loads(capsys.readouterr().out)
+    p = mscompare_cli("compare", "--a", *ids["mobilenet"], "--b", *ids["alexnet"], "--runs-dir", runs, "--json")
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
     assert {"a", "b", "diff", "ci", "p_mcnemar", "verdict"} <= set(res)
     assert {"n", "mean", "std", "runs"} <= set(res["a"]) and res["a"]["n"] == 2
     assert res["ci"][0] <= res["diff"] <= res["ci"][1] and len(res["p_mcnemar"]) == 2
     assert res["verdict"] in ("a better", "b better", "not distinguishable")
-    assert main(["runs", "show", ids["alexnet"][0], "--runs-dir", runs, "--json"]) == 0
-    shown = json.loads(capsys.readouterr().out)
+    p = mscompare_cli("runs", "show", ids["alexnet"][0], "--runs-dir", runs, "--json")
+    assert p.returncode == 0, p.stderr
+    shown = json.loads(p.stdout)
     assert shown["classes"] == ["tl", "tr", "bl", "br"] and 0 <= shown["ece"] <= 1
     out = tmp_path / "report.html"
-    assert main(["report", "--runs", *ids["mobilenet"], *ids["alexnet"], "--runs-dir", runs, "--out", str(out)]) == 0
+    assert mscompare_cli("report", "--runs", *ids["mobilenet"], *ids["alexnet"], "--runs-dir", runs, "--out",
+                         out).returncode == 0
     page = out.read_text()
     markup = re.sub(r"<script[^>]*>.*?</script>", "<script></script>", page, flags=re.S)  # plotly.js inlined
     assert not re.search(r"""<(script|link|img|iframe)[^>]*(src|href)\s*=\s*["']?(https?:)?//""", markup)
     assert markup.count("<script") == page.count("<script") and "<script src" not in page
     assert "not distinguishable" in page or "is better than" in page
     assert "python -m mscompare train --model mobilenet" in page and "--seed 0 --seeds 2" in page
-    assert main(["runs", "delete", ids["alexnet"][0], "--runs-dir", runs]) == 0
+    assert mscompare_cli("runs", "delete", ids["alexnet"][0], "--runs-dir", runs).returncode == 0
     assert not path_for(runs, ids["alexnet"][0]).exists() and store.get(ids["alexnet"][0]) is None
-    assert main(["compare", "--a", ids["alexnet"][0], "--b", ids["mobilenet"][0], "--runs-dir", runs]) == 1
-    assert "no run" in capsys.readouterr().err
+    p = mscompare_cli("compare", "--a", ids["alexnet"][0], "--b", ids["mobilenet"][0], "--runs-dir", runs)
+    assert p.returncode == 1 and "no run" in p.stderr
 
 
 def test_a_run_trained_anywhere_is_in_the_one_default_store(tiny_npz, tmp_path, monkeypatch):

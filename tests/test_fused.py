@@ -104,18 +104,19 @@ def test_what_fuses():
 
 
 @pytest.mark.slow
-def test_train_seeds_fused_matches_unfused_from_the_cli(tiny_npz, tmp_path, capsys):
+def test_train_seeds_fused_matches_unfused_from_the_cli(tiny_npz, tmp_path):
     import json
 
-    from mscompare.cli import main
+    from conftest import mscompare_cli
 
     common = ["train", "--model", "ms_concat", "--dataset", "tinydigits", "--data-root", str(tiny_npz), "--width",
               "8", "--iters", "100", "--eval-every", "50", "--batch-size", "32", "--seeds", "3", "--json",
               "--device", "cpu", "--runs-dir", str(tmp_path / "runs")]
     out = {}
     for mode in ("on", "off"):
-        assert main([*common, "--fuse", mode]) == 0
-        out[mode] = [json.loads(x) for x in capsys.readouterr().out.splitlines() if '"batch"' in x]
+        p = mscompare_cli(*common, "--fuse", mode)
+        assert p.returncode == 0, p.stderr
+        out[mode] = [json.loads(x) for x in p.stdout.splitlines() if '"batch"' in x]
     assert [r["fused"] for r in out["on"]] == [3, 3, 3] and [r["fused"] for r in out["off"]] == [1, 1, 1]
     assert [r["seed"] for r in out["on"]] == [r["seed"] for r in out["off"]] == [0, 1, 2]
     for a, b in zip(out["on"], out["off"]):

@@ -100,10 +100,6 @@ def test_info_layers_json():
 
 
 @pytest.mark.parametrize("args", [["info", "--layers", "resnet"], ["info", "--layers", "alexnet", "--batch", "0"]])
-def test_info_layers_bad_argument_is_one_line(args, capsys):
-    from mscompare.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and len([ln for ln in err.splitlines() if "error" in ln]) == 1, err
+def test_info_layers_bad_argument_is_one_line(args):
+    p = mscompare_cli(*args)
+    assert p.returncode == 2 and len([ln for ln in p.stderr.splitlines() if "error" in ln]) == 1, p.stderr

@@ -598,9 +598,8 @@ def test_joining_ray_tries_once_and_holds_back_rays_log_lines_only_on_failure(mo
     assert capfd.readouterr().err == (ray_line.decode() if joins else "") + "other output\n"
 
 
-def test_runs_export_into_a_folder_is_one_line(tmp_path, capsys):
-    from mscompare.cli import main
-
-    assert main(["runs", "export", "--csv", str(tmp_path), "--runs-dir", str(tmp_path / "runs")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+def test_runs_export_into_a_folder_is_one_line(tmp_path):
+    p = mscompare_cli("runs", "export", "--csv", tmp_path, "--runs-dir", tmp_path / "runs")
+    assert p.returncode == 2
+    err = p.stderr.strip().splitlines()
     assert len(err) == 1 and "is a folder" in err[0] and str(tmp_path) in err[0]

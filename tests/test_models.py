@@ -137,16 +137,15 @@ def test_expand_widens_only_the_multiscale_pointwise():
     assert unit_params(ModelConfig(model="alexnet", width=8, expand=2)) == HAND["alexnet"]
 
 
-def test_expand_widens_only_the_multi_scale_units_in_info(capsys):
+def test_expand_widens_only_the_multi_scale_units_in_info():
     """info --expand 2: the multi-scale units grow by the hand-computed amount, the others stay as they are."""
     import json
 
-    from mscompare.cli import main
+    from conftest import mscompare_cli
 
-    assert main(["info", "--dataset", "cifar10", "--json", "--expand", "2"]) == 0
-    two = {r["model"]: r for r in json.loads(capsys.readouterr().out)}
-    assert main(["info", "--dataset", "cifar10", "--json"]) == 0
-    one = {r["model"]: r for r in json.loads(capsys.readouterr().out)}
+    two = {r["model"]: r for r in json.loads(mscompare_cli("info", "--dataset", "cifar10", "--json", "--expand",
+                                                           "2").stdout)}
+    one = {r["model"]: r for r in json.loads(mscompare_cli("info", "--dataset", "cifar10", "--json").stdout)}
     assert {m: r["expand"] for m, r in two.items()} == {m: (2 if m.startswith("ms_") else 1) for m in two}
     # width 32: the 1x1 expand conv (32 -> 64 instead of 32 -> 32) and its BN (2 x 64 instead of 2 x 32), the
     # depthwise 3x3 of both branches' first SepConv on 64 maps (+9 x 32 each, their BN +2 x 32 each) and those

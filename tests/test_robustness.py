@@ -10,11 +10,10 @@ from PIL import Image
 
 from mscompare import corruptions, robustness
 from mscompare.checkpoints import save_checkpoint
-from mscompare.cli import main
 from mscompare.config import TrainConfig
 from mscompare.models import ModelConfig, build_model
 from mscompare.runs import RunStore
-from conftest import ROOT, digits_npz
+from conftest import ROOT, digits_npz, mscompare_cli
 
 
 def _finished_run(store: RunStore, root, model="alexnet", seed=0, channels=1) -> str:
@@ -106,33 +105,28 @@ def test_results_are_stored_once_recomputed_for_a_new_suite_and_deleted_with_the
     assert store.delete(rid) and not path.exists()
 
 
-@pytest.fixture
-def torch_threads():
-    """main() applies the thread policy to this process; later tests get the count they started with."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
-def test_cli_json_shape_progress_and_a_bad_id(store_and_root, capsys, torch_threads):
+def test_cli_json_shape_progress_and_a_bad_id(store_and_root):
     store, root = store_and_root
     ids = [_finished_run(store, root, seed=s) for s in (0, 1)]
     runs = str(store.dir)
     robustness.for_runs(store, ids[1:])  # one stored, one computed by the command
-    assert main(["runs", "robustness", *ids, "--runs-dir", runs, "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    p = mscompare_cli("runs", "robustness", *ids, "--runs-dir", runs, "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
     assert [r["run_id"] for r in out] == ids
     for r in out:
         assert {"run_id", "clean", "mean_corruption", "corruptions"} <= set(r)
         assert list(r["corruptions"]) == list(corruptions.DIGITS)
         assert all(len(v) == 5 and all(0 <= a <= 1 for a in v) for v in r["corruptions"].values())
-    assert main(["runs", "robustness", ids[0], "--runs-dir", runs]) == 0  # stored: the plain table at once
-    text = capsys.readouterr().out
+    p = mscompare_cli("runs", "robustness", ids[0], "--runs-dir", runs)  # stored: the plain table at once
+    text = p.stdout
+    assert p.returncode == 0
     assert "relative drop" in text and "translate" in text
-    assert main(["runs", "robustness", ids[0], "nope-123", "--runs-dir", runs]) == 1
-    err = capsys.readouterr().err.strip()
+    p = mscompare_cli("runs", "robustness", ids[0], "nope-123", "--runs-dir", runs)
+    err = p.stderr.strip()
+    assert p.returncode == 1
     assert len(err.splitlines()) == 1 and "no run 'nope-123'" in err and "Traceback" not in err
-    assert main(["runs", "robustness", "--runs-dir", runs]) == 2
+    assert mscompare_cli("runs", "robustness", "--runs-dir", runs).returncode == 2
 
 
 def test_configurations_average_over_seeds(store_and_root):
