@@ -131,6 +131,9 @@ class RunManager:
             if queued:
                 live["status"] = "cancelled"
             whole = all(r in self._cancel for r in group)
+            starting = proc is None and rid in self._group and live is not None and live["status"] == "running"
+        if starting:
+            return  # a slot took it and is starting its worker, which it cancels as soon as the worker exists
         if queued:
             self._settle(RunEnd(rid, "cancelled", "cancelled before it started"))
         elif proc is not None and not whole:
@@ -142,7 +145,7 @@ class RunManager:
             kill = threading.Timer(KILL_AFTER, lambda: proc.poll() is None and _signal(proc, signal.SIGKILL))
             kill.daemon = True  # a process that is done (a stopped CLI sweep) exits now, not when the timer fires
             kill.start()
-        elif live is None or live["status"] in ACTIVE:  # not ours, or stuck between states: settle the record
+        elif live is None or live["status"] in ACTIVE:  # not ours: settle the record
             row = self.store.get(rid)
             if row and row["status"] in ACTIVE:
                 self._settle(RunEnd(rid, "cancelled", "cancelled; no worker was running it"))

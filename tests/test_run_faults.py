@@ -108,6 +108,36 @@ def test_cancel_works_on_queued_and_stuck_runs(tmp_path, monkeypatch):
     assert store.get(orphan)["status"] == "cancelled"
 
 
+def test_a_run_cancelled_while_its_slot_starts_its_worker_ends_cancelled(tmp_path, monkeypatch):
+    """The slot has taken the run (live: running) but its worker does not exist yet when the cancel comes: the
+    worker is stopped as soon as it exists, and the run ends cancelled, not left running by the start."""
+    import threading
+
+    digits_npz(tmp_path)
+    store = RunStore(tmp_path / "runs")
+    mgr = RunManager(store, concurrency=1)
+    taken, go, returned = threading.Event(), threading.Event(), threading.Event()
+    start_worker = RunManager._run_in_worker
+
+    def held(self, rids, fuse):
+        taken.set()
+        go.wait(30)
+        try:
+            return start_worker(self, rids, fuse)
+        finally:
+            returned.set()
+
+    monkeypatch.setattr(RunManager, "_run_in_worker", held)
+    rid = mgr.add(SMALL, tcfg(tmp_path, iters=100000))
+    assert taken.wait(30) and mgr.snapshot(rid)["status"] == "running"
+    mgr.cancel(rid)
+    go.set()
+    assert mgr.wait(timeout=60)
+    assert returned.is_set()  # wait() ends when the slot is done with the run, so a CLI may exit then
+    assert store.get(rid)["status"] == "cancelled" and mgr.snapshot(rid)["status"] == "cancelled"
+    assert [e.status for e in mgr.ended()] == ["cancelled"]
+
+
 def test_a_store_write_failure_fails_the_run_with_a_message(tmp_path, monkeypatch):
     digits_npz(tmp_path)
     store = RunStore(tmp_path / "runs")
