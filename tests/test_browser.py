@@ -167,6 +167,7 @@ def shows_only_batch(page, batch, lines):
     """The batch picker names `batch` and exactly these run lines are shown."""
     page.get_by_text("0 of 2 runs active").wait_for()
     assert page.get_by_role("combobox", name="Batch").input_value().startswith(batch)
+    wait_until(page, lambda: len(run_lines(page)) == len(lines), "the batch's run lines")  # drawn after the summary
     got = sorted(run_lines(page))
     assert [re.sub(r", \d+/\d+.*", "", t) for t in got] == lines, got
     assert "batch=" + batch in page.url
