@@ -142,7 +142,7 @@ def cmd_train(a) -> int:
     failed = 0
     for row in rows:
         if row["status"] != "done":
-            print(f"error: run {row['id']} {row['status']}: {row['message']}", file=sys.stderr)
+            print(f"mscompare: error: run {row['id']} {row['status']}: {row['message']}", file=sys.stderr)
             failed += 1
             continue
         result = {"model": a.model, "dataset": a.dataset, "iters": tcfg.iters, "seed": row["seed"],
@@ -181,7 +181,7 @@ def cmd_runs_robustness(store, a) -> int:
 
     ids = [a.id, *a.more] if a.id else []
     if not ids:
-        print("error: runs robustness needs at least one run id", file=sys.stderr)
+        print("mscompare: error: runs robustness needs at least one run id", file=sys.stderr)
         return 2
     try:
         bar = tqdm(total=robustness.pending_steps(store, ids, a.corruption_seed), unit="pass",
@@ -208,7 +208,7 @@ def cmd_runs(a) -> int:
     if a.action == "show":
         row = store.get(a.id) if a.id else None
         if row is None:
-            print(f"error: no run {a.id!r} in {store.path}", file=sys.stderr)
+            print(f"mscompare: error: no run {a.id!r} in {store.path}", file=sys.stderr)
             return 2
         row["curve"] = store.curve(a.id)
         ev = json.loads(row.pop("evaluation") or "null")
@@ -238,10 +238,10 @@ def cmd_runs(a) -> int:
         return 0
     if a.action == "delete":
         if not a.id:
-            print("error: runs delete needs a run id", file=sys.stderr)
+            print("mscompare: error: runs delete needs a run id", file=sys.stderr)
             return 2
         if not store.delete(a.id):
-            print(f"error: no run {a.id!r} in {store.path}", file=sys.stderr)
+            print(f"mscompare: error: no run {a.id!r} in {store.path}", file=sys.stderr)
             return 2
         print(f"deleted run {a.id} (its row, curve, checkpoint and predictions)")
         return 0
@@ -250,15 +250,16 @@ def cmd_runs(a) -> int:
             "images_per_s", "message"]
     if a.action == "export":
         if not a.csv:
-            print("error: runs export needs --csv FILE", file=sys.stderr)
+            print("mscompare: error: runs export needs --csv FILE", file=sys.stderr)
             return 2
         from pathlib import Path
 
         if Path(a.csv).is_dir():
-            print(f"error: {a.csv} is a folder; give a file name such as {Path(a.csv) / 'runs.csv'}", file=sys.stderr)
+            print(f"mscompare: error: {a.csv} is a folder; give a file name such as {Path(a.csv) / 'runs.csv'}",
+                  file=sys.stderr)
             return 2
         if not Path(a.csv).resolve().parent.is_dir():
-            print(f"error: can't write {a.csv}: the folder {Path(a.csv).resolve().parent} does not exist",
+            print(f"mscompare: error: can't write {a.csv}: the folder {Path(a.csv).resolve().parent} does not exist",
                   file=sys.stderr)
             return 2
         df.to_csv(a.csv, index=False)
@@ -278,17 +279,17 @@ def cmd_predict(a) -> int:
             from mscompare.runs import RunStore
 
             if not (Path(a.runs_dir) / "runs.sqlite").is_file():
-                print(f"error: no run store in {a.runs_dir} (no runs.sqlite there); see --runs-dir", file=sys.stderr)
+                print(f"mscompare: error: no run store in {a.runs_dir} (no runs.sqlite there); see --runs-dir", file=sys.stderr)
                 return 1
             models = load_runs(RunStore(a.runs_dir), a.run)
         else:
             models = load_set(a.set)
     except Exception as e:  # noqa: BLE001
-        print(f"error: {e}", file=sys.stderr)
+        print(f"mscompare: error: {e}", file=sys.stderr)
         return 1
     results, failed = predict_files(models, a.images, invert=a.invert)
     for path, err in failed:
-        print(f"error: {path}: {err}", file=sys.stderr)
+        print(f"mscompare: error: {path}: {err}", file=sys.stderr)
     if a.cam:
         from mscompare.cam import explain, write_pngs
 
@@ -299,7 +300,7 @@ def cmd_predict(a) -> int:
                 r["cam"] = write_pngs(a.cam, r["image"], r["inputs"], maps, taken)
                 r["cam_class"] = {m: v["label"] for m, v in maps.items()}
         except OSError as e:
-            print(f"error: can't write the class-activation maps to {a.cam}: {e.strerror or e}", file=sys.stderr)
+            print(f"mscompare: error: can't write the class-activation maps to {a.cam}: {e.strerror or e}", file=sys.stderr)
             return 1
     if a.json:
         keys = ("image", "predictions", "cam") if a.cam else ("image", "predictions")
@@ -322,7 +323,7 @@ def cmd_reproduce(a) -> int:
     models = list_units() if a.models == ["all"] else a.models
     for m in models:
         if m not in list_units():
-            print(f"error: unknown model {m!r}; choose from {', '.join(list_units())} or all", file=sys.stderr)
+            print(f"mscompare: error: unknown model {m!r}; choose from {', '.join(list_units())} or all", file=sys.stderr)
             return 2
     run_all(store, a.dataset, models, a.seeds, a.preset, a.iters, a.data_root, a.width, a.threads or 0,
             checkpoint_dir=store.dir / "checkpoints", executor=a.executor, workers=a.workers or 0,
@@ -393,7 +394,7 @@ def cmd_report(a) -> int:
     store = RunStore(a.runs_dir)
     ids = a.runs or [r["id"] for r in store.list(batch=a.batch)]
     if not ids:
-        print(f"error: no runs in batch {a.batch!r} in {store.path}", file=sys.stderr)
+        print(f"mscompare: error: no runs in batch {a.batch!r} in {store.path}", file=sys.stderr)
         return 2
     print(f"wrote {write(store, ids, a.out, a.reference)}")
     return 0

@@ -170,7 +170,7 @@ def _decode_split(name: str, root: Path, d: Path, src, train: bool, download: bo
         raise DatasetError(
             f"dataset {name!r} ({split}) is not available: looked for {cache}, {d / split}/<class>/ and "
             f"{spec.loader.where(root, d)}, and {'the download failed' if download else 'downloading is off'} "
-            f"({type(e).__name__}: {str(e)[:200]}). Supply it by placing {split}.npz (uint8 x: N x H x W x C, "
+            f"({type(e).__name__}: {' '.join(str(e).split())[:200]}). Supply it by placing {split}.npz (uint8 x: N x H x W x C, "
             f"y: labels) and classes.txt in {d}, or the official files there, or {ROOT_HINT}.") from e
     found = spec.loader.locate(root, d, train)
     return data, ("official", *found, None) if found else src

@@ -134,7 +134,7 @@ def test_cli_predicts_the_good_files_and_names_each_bad_one(corpus_dir):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == len(BAD), p.stderr
     for name in BAD:
-        [line] = [ln for ln in lines if ln.startswith(f"error: {corpus_dir / name}: ")]
+        [line] = [ln for ln in lines if ln.startswith(f"mscompare: error: {corpus_dir / name}: ")]
         assert CORPUS[name][1] in line, line
     # the dark-on-white bar is inverted like MNIST and read as a one by most models
     light = next(o for o in out if o["image"].endswith("light_background.bmp"))["predictions"]

@@ -418,6 +418,19 @@ def test_missing_data_root_is_named_and_not_created(tmp_path):
     assert str(root) in str(e.value) and "--data-root" in str(e.value) and not root.exists()
 
 
+def test_a_failed_download_is_one_line(tmp_path, monkeypatch):
+    from mscompare import datasets
+
+    def offline(*a, **k):  # what torchvision raises without a network: the reason spread over lines
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://a/, got:\n<urlopen error>\n")
+
+    monkeypatch.setattr(datasets.get("mnist").loader, "load", offline)
+    (tmp_path / "mnist").mkdir()
+    with pytest.raises(DatasetError) as e:
+        load_dataset("mnist", tmp_path)
+    assert "\n" not in str(e.value) and "Tried https://a/, got: <urlopen error>" in str(e.value)
+
+
 def test_empty_split_and_single_class_are_errors(tmp_path):
     d = tmp_path / "empty" / "train"
     (d / "a").mkdir(parents=True)
