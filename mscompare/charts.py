@@ -45,11 +45,12 @@ def label_model(label: str) -> str:
 
 
 def accuracy_range(lo: float, hi: float, full_scale: bool) -> list[float]:
-    """The y range of an accuracy axis (0-1): zoomed to the data with a little room, or the full 0-100%."""
+    """The y range of an accuracy axis (0-1): zoomed to the data with a little room, or the full 0-100%. Above
+    100% only a tenth of the room, so a point at 100% shows and no tick reads more than 100%."""
     if full_scale or lo != lo or hi != hi:
         return [0, 1.001]
     pad = max(0.005, 0.05 * (hi - lo))
-    return [max(0.0, lo - pad), min(1.001, hi + pad)]
+    return [max(0.0, lo - pad), min(1 + pad / 10, hi + pad)]
 
 
 def _rgba(hex_colour: str, alpha: float) -> str:

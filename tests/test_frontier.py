@@ -72,3 +72,14 @@ def test_points_within_the_seed_spread_of_the_frontier_are_marked():
     assert places.to_dict() == {"a": "frontier", "b": "below", "c": "within spread"}
     one_seed = mark(pts.assign(seeds=[3, 3, 1]), "params").set_index("model")["place"]
     assert one_seed["c"] == "spread unknown"
+
+
+def test_accuracy_axes_zoom_to_the_data_and_never_read_above_100_percent():
+    from mscompare.charts import accuracy_range
+
+    lo, hi = accuracy_range(0.99, 1.0, full_scale=False)  # MNIST curves: zoomed, the 100% points just inside
+    assert lo == 0.985 and 1.0 < hi <= 1.0005
+    lo, hi = accuracy_range(0.40, 0.70, full_scale=False)
+    assert (lo, hi) == (pytest.approx(0.385), pytest.approx(0.715))
+    assert accuracy_range(0.99, 1.0, full_scale=True) == [0, 1.001]
+    assert accuracy_range(float("nan"), float("nan"), full_scale=False) == [0, 1.001]  # nothing to zoom to
