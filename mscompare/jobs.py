@@ -79,7 +79,7 @@ def _adapting(emit: Callable[[Progress], None]) -> Callable[[Progress], None]:
     return progress
 
 
-def run_trial(job: Job, emit: Callable[[Progress], None], should_stop: Callable[[], bool] | None = None,
+def train_job(job: Job, emit: Callable[[Progress], None], should_stop: Callable[[], bool] | None = None,
               data=None) -> RunResult:
     """Load the data, train, save the checkpoint and the per-image test predictions: the work of one run,
     wherever it runs. Raises on failure."""
@@ -106,7 +106,7 @@ def fuse_decision(mcfgs: list[ModelConfig], tcfgs: list[TrainConfig], fuse: str)
     return probe["ratio"] >= FUSE_GAIN, {"fuse_probe": probe}
 
 
-def run_group(jobs: list[Job], emit: Callable[[str, Progress], None],
+def train_jobs(jobs: list[Job], emit: Callable[[str, Progress], None],
               should_stop: Callable[[str], bool] | None = None, data=None, fuse: str = "auto",
               on_end: Callable[[str, BaseException], None] | None = None) -> dict[str, RunResult | BaseException]:
     """Train `jobs`: as one fused computation where they share architecture and protocol and fuse_decision says
@@ -121,7 +121,7 @@ def run_group(jobs: list[Job], emit: Callable[[str, Progress], None],
     if not fused:
         for j in jobs:
             try:
-                res = run_trial(j, lambda ev, r=j.run_id: emit(r, ev), lambda r=j.run_id: stop(r), data)
+                res = train_job(j, lambda ev, r=j.run_id: emit(r, ev), lambda r=j.run_id: stop(r), data)
                 out[j.run_id] = dataclasses.replace(res, env={**res.env, **why})
             except Exception as e:  # noqa: BLE001 - this run's failure; the next run still trains
                 out[j.run_id] = e
@@ -170,7 +170,7 @@ class InProcess:
                     params, macs = lifecycle.cost(job.model_config)
                     self.store.update(job.run_id, params=params, macs=macs)
             try:
-                out = run_group(jobs, emit, stop, self.data, fuse)
+                out = train_jobs(jobs, emit, stop, self.data, fuse)
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # noqa: BLE001 - the group itself failed (its data, its device): each run says why

@@ -21,7 +21,7 @@ RAY_LOG_LINE = re.compile(rb"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [DIWEF] \d+ \d
 
 def _ray_trial(job: dict) -> dict:
     """Runs on a Ray worker: the run, its eval points and its checkpoint's and predictions' bytes come back."""
-    from mscompare.jobs import run_trial
+    from mscompare.jobs import train_job
     from mscompare.threads import configure_process, policy
 
     configure_process(policy(1))
@@ -29,7 +29,7 @@ def _ray_trial(job: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         ck, preds = str(Path(tmp) / "model.safetensors"), str(Path(tmp) / "predictions.npz")
         j = Job.from_dict({**job, "checkpoint": ck, "predictions": preds})
-        res = run_trial(j, lambda p: points.append(p.to_dict()) if p.is_eval else None)
+        res = train_job(j, lambda p: points.append(p.to_dict()) if p.is_eval else None)
         return {"result": res.to_dict(), "points": points, "checkpoint_bytes": Path(ck).read_bytes(),
                 "predictions_bytes": Path(preds).read_bytes()}
 

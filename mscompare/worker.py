@@ -32,7 +32,7 @@ def main() -> int:
     configure_process(job["policy"])  # the parent set the environment; this records and applies the threads
 
     from mscompare.events import Progress
-    from mscompare.jobs import Job, run_group
+    from mscompare.jobs import Job, train_jobs
     from mscompare.lifecycle import outcome
 
     lock = threading.Lock()
@@ -52,7 +52,7 @@ def main() -> int:
         send({"event": "end", **outcome(rid, res).to_dict()})
 
     try:
-        out = run_group(runs, progress, lambda rid: everything["asked"] or rid in stopped,
+        out = train_jobs(runs, progress, lambda rid: everything["asked"] or rid in stopped,
                         fuse=job.get("fuse", "auto"), on_end=report)
     except BrokenPipeError:  # the app that started us is gone
         return 1
