@@ -20,13 +20,13 @@ if not found:
     st.info(no_data_help())
 # Plain widgets, not a form: the trial count below follows every change before Start.
 models = st.multiselect("Models", list_units(), default=list_units())
-c1, c2, c3 = st.columns(3)
+c1, c2, c3 = st.columns([2, 2, 1])  # the chips of datasets and widths need the room; narrow windows too
 datasets = c1.multiselect("Datasets", list(found), default=list(found)[:1], key="sweep_datasets")
 widths = c2.multiselect("Widths", [8, 16, 24, 32, 48, 64, 96, 128], default=[16, 32, 64])
-units = c3.multiselect("Units (none = paper's)", [1, 2, 3, 4])
-c4, c5, c6, c7 = st.columns(4)
-seeds = c4.number_input("Seeds", 1, 10, 3, help="Seeds per configuration: 3 gives a seed spread for the "
+seeds = c3.number_input("Seeds", 1, 10, 3, help="Seeds per configuration: 3 gives a seed spread for the "
                         "frontier's error bars and its 'within spread' marks (README).")
+c4, c5, c6, c7 = st.columns(4)
+units = c4.multiselect("Units (none = paper's)", [1, 2, 3, 4])
 preset_name = c5.selectbox("Preset", list(PRESETS), index=list(PRESETS).index("paper"))
 iters = c6.number_input("Iterations (0 = preset's)", 0, 100000, 0, step=100)
 executor = c7.radio("Executor", ["local", "ray"], horizontal=True,

@@ -84,7 +84,9 @@ def test_a_photo_gets_the_hint_and_a_real_digit_does_not(browser_page, width):
     settle(page)
     page.screenshot(path=SHOTS / f"predict-ood-hint-{width}.png", full_page=True)
     upload.set_input_files(str(SAMPLES / "mnist" / "7_0.png"))
-    page.get_by_text("7_0.png").wait_for()
+    page.get_by_text("7_0.png").wait_for()  # the uploader's chip: drawn before the script reruns
+    page.get_by_text(HINT).wait_for(state="hidden")  # the rerun for the digit drops the hint
+    page.get_by_text("what the model saw").nth(4).wait_for()
     settle(page)
     assert page.get_by_text(HINT).count() == 0
     no_exception(page)
