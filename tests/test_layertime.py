@@ -19,8 +19,8 @@ def ms_concat():
 
 def test_layer_times_add_up_to_the_whole_forward_timed_without_hooks(ms_concat):
     """Each row is a median over passes with hooks, the whole forward a median over passes without them,
-    alternating. On a shared machine another process can cut most passes of one measurement: then measure again
-    (up to five times; under two other busy processes one in three measurements was off)."""
+    alternating. On a shared machine another process can cut most passes of one measurement: then measure again,
+    up to five times."""
     cfg, df = ms_concat
     for _ in range(5):
         sums = {b: (df[f"ms_b{b}"].sum(), df.attrs["forward_ms"][b]) for b in BATCHES}
