@@ -14,6 +14,7 @@ import pandas as pd
 from mscompare.config import paper_units, preset
 from mscompare.groups import describe
 from mscompare.models import ModelConfig
+from mscompare.sweep import device_type, finished_runs, grid
 
 
 @dataclass(frozen=True)
@@ -68,15 +69,6 @@ def duration(seconds: float) -> str:
     if seconds < 90 * 60:
         return f"{round(seconds / 60)} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def device_type(device: str) -> str:
-    """What a run asked for with `device` trains on here ('auto': cuda where a GPU is present)."""
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device.split(":")[0]
 
 
 def _macs(plan: Plan, like: dict) -> int:
@@ -134,8 +126,6 @@ def for_sweep(store, models: list[str], datasets: list[str], widths: list[int], 
               preset_name: str, iters: int | None, device: str = "auto", **kw) -> Estimate:
     """The Sweep page's grid (sweep.grid): the trials a sweep would train, those with a finished run of the same
     protocol in `store` (a RunStore) left out as the sweep leaves them out (counted in `skipped`)."""
-    from mscompare.sweep import finished_runs, grid
-
     trials = grid(models, datasets, widths, units or None, seeds, preset_name, iters or None, device=device)
     done = finished_runs(store, trials)
     est = training_time(store.list(status="done"), [
