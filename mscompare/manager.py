@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
+import multiprocessing.connection
+import os
 import queue
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -38,7 +39,7 @@ class RunManager:
         self._q: queue.Queue[tuple[str, ...]] = queue.Queue()
         self._lock = threading.Lock()
         self._live: dict[str, dict] = {}
-        self._procs: dict[str, subprocess.Popen] = {}
+        self._procs: dict[str, Worker] = {}
         self._group: dict[str, tuple[str, ...]] = {}
         self._cancel: set[str] = set()
         self._threads: list[threading.Thread] = []
@@ -137,12 +138,10 @@ class RunManager:
         if queued:
             self._settle(RunEnd(rid, "cancelled", "cancelled before it started"))
         elif proc is not None and not whole:
-            with contextlib.suppress(OSError, ValueError):  # the worker has just ended
-                proc.stdin.write(f"cancel {rid}\n")
-                proc.stdin.flush()
+            proc.cancel(rid)
         elif proc is not None:
-            _signal(proc, signal.SIGTERM)
-            kill = threading.Timer(KILL_AFTER, lambda: proc.poll() is None and _signal(proc, signal.SIGKILL))
+            proc.signal(signal.SIGTERM)
+            kill = threading.Timer(KILL_AFTER, proc.signal, (signal.SIGKILL,))
             kill.daemon = True  # a process that is done (a stopped CLI sweep) exits now, not when the timer fires
             kill.start()
         elif live is None or live["status"] in ACTIVE:  # not ours: settle the record
@@ -218,29 +217,41 @@ class RunManager:
     def _run_in_worker(self, rids: list[str], fuse: str) -> dict[str, RunEnd]:
         """Train `rids` (one group) in a fresh worker process; how each run ended. A run the worker reports
         ended is settled at once (a fused group's other runs may train on)."""
+        from mscompare import worker
+
         jobs = [Job.of(self.store, rid, self.checkpoint_dir) for rid in rids]
         with self._lock:  # groups that will share the cores with this one: each gets its share, a lone one all
             sharing = len({self._group.get(r, (r,)) for r, v in self._live.items() if v.get("status") in ACTIVE})
         pol = policy(self.threads or jobs[0].train_config.threads, max(1, min(self.concurrency, sharing)))
-        job = {"runs": [j.to_dict() for j in jobs], "fuse": fuse, "policy": pol, "nice": process_nice()}
+        job = {"runs": [j.to_dict() for j in jobs], "fuse": fuse, "policy": pol, "nice": process_nice(),
+               "env": worker_env(pol)}
         for rid in rids:  # this process owns the runs: it settles them if the worker dies
             lifecycle.start(self.store, rid)
-        errlog = tempfile.TemporaryFile("w+")  # a file, so a chatty worker can't fill a pipe and block
-        proc = subprocess.Popen([sys.executable, "-m", "mscompare.worker"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=errlog, text=True, env=worker_env(pol))
-        with self._lock:
-            for rid in rids:
-                self._procs[rid] = proc
-            early = [rid for rid in rids if rid in self._cancel]
+        ctx = forkserver()
+        events, events_w = ctx.Pipe(duplex=False)
+        control_r, control = ctx.Pipe(duplex=False)
+        fd, errlog = tempfile.mkstemp(prefix="mscompare-worker-", suffix=".log")  # a file: a chatty worker can't block
+        os.close(fd)
+        proc = Worker(ctx.Process(target=worker.run, args=(job, events_w, control_r, errlog), daemon=True,
+                                  name="mscompare-worker"), control)
         ended: dict[str, RunEnd] = {}
         try:
-            proc.stdin.write(json.dumps(job) + "\n")
-            proc.stdin.flush()
+            with _REAP:
+                proc.process.start()
+            events_w.close()
+            control_r.close()
+            with self._lock:
+                for rid in rids:
+                    self._procs[rid] = proc
+                early = [rid for rid in rids if rid in self._cancel]
             for rid in early:
                 self.cancel(rid)
             try:
-                for line in proc.stdout:
-                    msg = json.loads(line)
+                while True:
+                    try:
+                        msg = events.recv()
+                    except EOFError:  # the worker has ended
+                        break
                     if msg["event"] == "progress":
                         p = Progress.from_dict(msg)
                         lifecycle.record(self.store, msg["run_id"], p)
@@ -250,16 +261,18 @@ class RunManager:
                         lifecycle.end(self.store, e)
                         self._set(e.run_id, status=e.status, message=e.message)
             except BaseException:  # e.g. the store can't be written: stop the worker, then report the runs failed
-                _signal(proc, signal.SIGKILL)
-                proc.wait()
+                proc.signal(signal.SIGKILL)
+                proc.reap()
                 raise
-            code = proc.wait()
-            errlog.seek(0)
-            err = errlog.read()[-4000:]
+            code = proc.reap()
+            with open(errlog, errors="replace") as f:
+                err = f.read()[-4000:]
         finally:
-            errlog.close()
-            with contextlib.suppress(OSError, ValueError):
-                proc.stdin.close()
+            proc.finished.set()
+            for conn in (events, control, events_w, control_r):
+                conn.close()
+            with contextlib.suppress(OSError):
+                os.unlink(errlog)
             with self._lock:
                 for rid in rids:
                     self._procs.pop(rid, None)
@@ -275,8 +288,44 @@ class RunManager:
         return ended
 
 
-def _signal(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        proc.send_signal(sig)
-    except (ProcessLookupError, OSError):
-        pass
+class Worker:
+    """One worker process as its slot and `cancel` see it: signals and cancel requests stop once it has ended."""
+
+    def __init__(self, process, control):
+        self.process, self.control = process, control
+        self.finished = threading.Event()  # set by the slot once the process has ended and is reaped
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def signal(self, sig: int) -> None:
+        if not self.finished.is_set() and self.pid is not None:
+            with contextlib.suppress(ProcessLookupError, OSError):
+                os.kill(self.pid, sig)
+
+    def cancel(self, rid: str) -> None:
+        with contextlib.suppress(OSError, ValueError):  # the worker has just ended
+            self.control.send(rid)
+
+    def reap(self) -> int | None:
+        """Wait for the process to end; its exit code. A forkserver child's exit code can be read only once, and
+        Process.start() reads those of ended siblings too, so reading and starting take turns (_REAP)."""
+        multiprocessing.connection.wait([self.process.sentinel])
+        with _REAP:
+            self.process.join()
+            return self.process.exitcode
+
+
+_REAP = threading.Lock()
+
+
+def forkserver():
+    """The multiprocessing context that starts workers: forked from one server process per app or CLI that has
+    imported worker.PRELOAD once. The server starts with the first worker, from a slot thread, so it and every
+    worker run at the priority slots have (lower_thread_priority never reaches them)."""
+    from mscompare.worker import PRELOAD
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(PRELOAD))
+    return ctx

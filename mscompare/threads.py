@@ -64,10 +64,12 @@ def worker_env(pol: dict, base: dict | None = None) -> dict:
     return env
 
 
-def configure_process(pol: dict) -> "ThreadTuner":
-    """Apply `pol` to this process (call it on the thread that will train); its tuner adapts the thread count."""
+def configure_process(pol: dict, wait_policy_applied: bool | None = None) -> "ThreadTuner":
+    """Apply `pol` to this process (call it on the thread that will train); its tuner adapts the thread count.
+    `pol`'s wait policy counts as applied if torch loads now, or if the caller says torch loaded under it (a worker
+    forked from a forkserver that loaded torch with it)."""
     global _tuner
-    early = "torch" not in sys.modules
+    early = "torch" not in sys.modules if wait_policy_applied is None else wait_policy_applied
     os.environ.update({k: v for k, v in worker_env(pol, {}).items() if k != "OMP_WAIT_POLICY"})
     import torch
 

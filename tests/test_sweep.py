@@ -37,17 +37,22 @@ def test_sweep_cli_prints_one_json_line_per_trial_and_resumes(mnist_like, tmp_pa
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
 
 
-def _workers():
-    """Live worker processes started by this test process."""
+def _children(of: int) -> list[tuple[int, bytes]]:
+    """(pid, command line) of the live child processes of `of`."""
     out = []
     for d in Path("/proc").iterdir():
         try:
-            if d.name.isdigit() and b"mscompare.worker" in (d / "cmdline").read_bytes():
-                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
-                    out.append(int(d.name))
+            if d.name.isdigit() and int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == of:
+                out.append((int(d.name), (d / "cmdline").read_bytes()))
         except OSError:
             continue
     return out
+
+
+def _workers():
+    """Live worker processes started by this test process: children of its forkserver."""
+    return [pid for server, cmd in _children(os.getpid()) if b"multiprocessing.forkserver" in cmd
+            for pid, _ in _children(server)]
 
 
 @pytest.mark.slow
