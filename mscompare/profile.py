@@ -1,6 +1,7 @@
 """Parameter and MAC counts with fvcore: per model, per layer, and the all-models comparison table."""
 from __future__ import annotations
 
+import atexit
 import functools
 import threading
 from collections import Counter
@@ -138,6 +139,16 @@ def wait_for_prefetch(timeout: float) -> bool:
     if t is not None:
         t.join(timeout)
     return t is None or not t.is_alive()
+
+
+@atexit.register
+def _stop_prefetch() -> None:
+    """At exit: drop the wish list and let the profile in progress finish. A daemon thread stopped by the
+    interpreter's shutdown in the middle of torch's C++ code aborts the process ("terminate called without an
+    active exception")."""
+    with _prefetch["lock"]:
+        _prefetch["want"] = None
+    wait_for_prefetch(30)
 
 
 def _prefetch_loop() -> None:
