@@ -2,6 +2,7 @@
 import contextlib
 import dataclasses
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,8 +14,15 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# The suite runs one pytest worker per core, one test file per worker at a time (pytest.ini): OpenMP threads that wait passively cost little when
-# the workers' training threads outnumber the cores. Set before torch loads, and inherited by every subprocess.
+SHOTS = ROOT / "tests" / "screenshots"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# A browser test module's pytestmark.
+BROWSER = [pytest.mark.browser, pytest.mark.slow,
+           pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
+                              "(apt-get install chromium chromium-driver); .ci/run installs it")]
+# The suite runs one pytest worker per core (pytest.ini): OpenMP threads that wait passively cost little when the
+# workers' training threads, servers and browsers outnumber the cores. Set before torch loads, and inherited by
+# every subprocess.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
@@ -176,3 +184,41 @@ def app_server(env: dict, timeout: float = 90):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Headless Debian chromium driven by Playwright, one per pytest worker; each test gets its own `page`."""
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium, request):
+    """A page in a fresh browser context (no cookies or storage from another test), 1400 x 1000; if the test
+    fails, a screenshot of the page as it was: tests/screenshots/FAILED-<test>.png."""
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(90_000)
+    failed = request.session.testsfailed
+    yield pg
+    if request.session.testsfailed > failed:
+        pg.screenshot(path=SHOTS / f"FAILED-{request.node.name}.png")
+    context.close()
+
+
+def settle(page) -> None:
+    """Wait until the page's script has finished its current run (the status widget shows while it runs)."""
+    page.wait_for_timeout(300)
+    page.get_by_test_id("stStatusWidget").wait_for(state="hidden")
+
+
+def no_exception(page) -> None:
+    assert page.locator("[data-testid='stException']").count() == 0

@@ -1,47 +1,38 @@
 """End-to-end in a real browser: `streamlit run app.py` headless, driven by Playwright in Debian's chromium."""
 import csv
 import re
-import shutil
 import time
 
 import pytest
 
-from conftest import ROOT, app_server, digits_npz
+from conftest import BROWSER, ROOT, SHOTS, app_server, digits_npz, mscompare_cli, no_exception, settle
 from mscompare.models import list_units
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                 "(apt-get install chromium chromium-driver); .ci/run installs it")]
-SHOTS = ROOT / "tests" / "screenshots"
+pytestmark = BROWSER
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    data = tmp_path_factory.mktemp("e2e-data")
-    digits_npz(data, name="mnist", n_train=300, n_test=100)  # mnist-shaped stand-in, so training is quick
-    with app_server({"MSCOMPARE_RUNS_DIR": str(tmp_path_factory.mktemp("e2e-runs")),
-                     "MSCOMPARE_DATA_ROOT": str(data)}) as url:
+def serve(tmp_path, seed_run: bool = False):
+    """`streamlit run app.py` on this test's own run store and an mnist-shaped stand-in (quick to train); with
+    `seed_run`, one finished mobilenet run already in the store."""
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    digits_npz(data, name="mnist", n_train=300, n_test=100)
+    if seed_run:
+        done = mscompare_cli("train", "--model", "mobilenet", "--dataset", "mnist", "--data-root", data,
+                             "--runs-dir", runs, "--iters", "20", "--eval-every", "10")
+        assert done.returncode == 0, done.stderr
+    return app_server({"MSCOMPARE_RUNS_DIR": str(runs), "MSCOMPARE_DATA_ROOT": str(data)})
+
+
+@pytest.fixture
+def server(tmp_path):
+    with serve(tmp_path) as url:
         yield url
 
 
-@pytest.fixture(scope="module")
-def page(server):
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.set_default_timeout(90_000)
-        yield pg
-        browser.close()
-
-
-def no_exception(pg):
-    assert pg.locator("[data-testid='stException']").count() == 0
+@pytest.fixture
+def server_with_a_run(tmp_path):
+    with serve(tmp_path, seed_run=True) as url:
+        yield url
 
 
 def test_home_and_every_page(server, page):
@@ -72,7 +63,7 @@ def fill(page, label, value):
     settle(page)
 
 
-def test_training_shows_live_curves_and_results(server, page, shot_on_failure):
+def test_training_shows_live_curves_and_results(server, page):
     page.goto(f"{server}/train")
     page.get_by_role("button", name=START).wait_for()
     settle(page)
@@ -107,12 +98,6 @@ START = re.compile(r"^Start \d+ runs? \(")
 RESULT_COLUMNS = ["run_id", "model", "dataset", "preset", "iters", "seed", "units", "width", "status", "params",
                   "macs", "test_acc_%", "seconds", "images_per_s", "created"]
 RUN_LINE = re.compile(rf"^({'|'.join(map(re.escape, list_units()))}): ")
-
-
-def settle(page):
-    """Wait until the script has finished its current run (the status widget shows while it runs)."""
-    page.wait_for_timeout(300)
-    page.get_by_test_id("stStatusWidget").wait_for(state="hidden")
 
 
 def start_batch(page, server, models, iters, seeds=1):
@@ -173,39 +158,31 @@ def shows_only_batch(page, batch, lines):
     assert "batch=" + batch in page.url
 
 
-@pytest.fixture
-def shot_on_failure(page, request):
-    """A screenshot of the page as it was when the test failed: tests/screenshots/FAILED-<test>.png."""
-    failed = request.session.testsfailed
-    yield
-    if request.session.testsfailed > failed:
-        page.screenshot(path=SHOTS / f"FAILED-{request.node.name}.png")
-
-
-def test_batch_live_cancel_reload_and_csv(server, page, shot_on_failure):
-    batch = start_batch(page, server, ["alexnet", "mobilenet"], 400)  # long enough to cancel alexnet mid-run
+def test_batch_live_cancel_reload_and_csv(server, page):
+    batch = start_batch(page, server, ["alexnet", "mobilenet"], 150)
     page.get_by_text("alexnet: running").wait_for()
     page.get_by_text("mobilenet: running").wait_for()
-    # live: the progress lines move and the chart gets traces (eval every 50 iterations) while the runs go on
+    # live: the progress lines move while the runs train
     first = run_lines(page)
     wait_until(page, lambda: run_lines(page) != first and all(" 0/" not in t for t in run_lines(page)),
                "the progress lines to move")
-    wait_until(page, lambda: chart_points(page) >= 2, "the first eval points on the chart")
-    assert page.locator("[data-testid='stPlotlyChart'] .scatterlayer .trace").count() >= 2  # accuracy + loss
-    points = chart_points(page)
     no_exception(page)
-    tall_shot(page, "train-live.png")
 
-    # cancel the slower run: its line says so, the other run goes on and the chart keeps growing
+    # cancel alexnet a few iterations in: its line says so, the other run goes on
     row = page.get_by_test_id("stHorizontalBlock").filter(has_text=re.compile(r"^alexnet: running"))
     row.get_by_role("button", name="Cancel").click()
     page.get_by_text(re.compile(r"^alexnet: cancelled")).wait_for(timeout=60_000)
     assert page.get_by_text(re.compile(r"^mobilenet: (running|done)")).count() == 1
+    # the chart gets traces (eval every 50 iterations), redrawn every 10 s while the batch trains and at its end
+    wait_until(page, lambda: chart_points(page) >= 2, "eval points on the chart")
+    assert page.locator("[data-testid='stPlotlyChart'] .scatterlayer .trace").count() >= 2  # accuracy + loss
+    tall_shot(page, "train-live.png")
     page.get_by_text("0 of 2 runs active").wait_for(timeout=600_000)
     summary = page.get_by_text("0 of 2 runs active").inner_text()
     assert "1 done" in summary and "1 cancelled" in summary, summary
-    wait_until(page, lambda: chart_points(page) > points  # the results redrawn after the batch finished
+    wait_until(page, lambda: chart_points(page) >= 3  # mobilenet's evals at 50, 100 and 150 after the final redraw
                and page.get_by_text("No run of this batch has finished yet.").count() == 0, "the final results")
+    settle(page)  # the redraw at the batch's end is done: no button below is replaced while it is clicked
     no_exception(page)
     tall_shot(page, "train-cancelled.png")
 
@@ -219,7 +196,7 @@ def test_batch_live_cancel_reload_and_csv(server, page, shot_on_failure):
     assert list(rows[0].keys()) == RESULT_COLUMNS
     assert sorted((r["model"], r["status"]) for r in rows) == [("alexnet", "cancelled"), ("mobilenet", "done")]
     done = next(r for r in rows if r["status"] == "done")
-    assert done["iters"] == "400" and float(done["images_per_s"]) > 0 and 0 <= float(done["test_acc_%"]) <= 100
+    assert done["iters"] == "150" and float(done["images_per_s"]) > 0 and 0 <= float(done["test_acc_%"]) <= 100
 
     # a newer batch exists; the URL of the first still shows the first, and only it, also after a reload
     newer = start_batch(page, server, ["alexnet"], 10)
@@ -233,8 +210,9 @@ def test_batch_live_cancel_reload_and_csv(server, page, shot_on_failure):
     tall_shot(page, "train-reloaded.png")
 
 
-def test_runs_page_confusion_matrix_and_predict_cam(server, page):
-    """Issue views in a real browser: a finished run's confusion matrix, and the class-activation maps."""
+def test_runs_page_confusion_matrix_and_predict_cam(server_with_a_run, page):
+    """A finished run's confusion matrix, and the class-activation maps."""
+    server = server_with_a_run
     page.goto(f"{server}/runs")
     page.get_by_role("heading", name="Where a run is right or wrong").wait_for()
     page.get_by_text("Accuracy per class").first.wait_for()
@@ -254,7 +232,7 @@ def test_runs_page_confusion_matrix_and_predict_cam(server, page):
     no_exception(page)
 
 
-def test_seeds_grouped_verdict_and_report_at_two_widths(server, page, shot_on_failure, tmp_path):
+def test_seeds_grouped_verdict_and_report_at_two_widths(server, page, tmp_path):
     """Two models x 2 seeds: one row per configuration with spread, a paired verdict, a report that opens offline."""
     start_batch(page, server, ["mobilenet", "ms_add"], 30, seeds=2)
     page.get_by_text("0 of 4 runs active").wait_for(timeout=600_000)

@@ -1,18 +1,13 @@
 """In a real browser: a deep link to a freshly started server shows the app's navigation and the page's title at once,
 and never Streamlit's legacy navigation built from the pages/ folder's file names."""
 import re
-import shutil
 import time
 
 import pytest
 
-from conftest import ROOT, app_server, digits_npz
+from conftest import BROWSER, ROOT, SHOTS, app_server, digits_npz
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                 "(apt-get install chromium chromium-driver); .ci/run installs it")]
-SHOTS = ROOT / "tests" / "screenshots"
+pytestmark = BROWSER
 LEGACY = {"app", *(p.stem for p in (ROOT / "pages").glob("*.py"))}  # the names Streamlit gives pages/ files
 # Records, from the first byte of the page on, every sidebar navigation label and the first time each heading shows,
 # so that a navigation that is drawn for a moment between two polls is seen too.
@@ -30,17 +25,11 @@ new MutationObserver(() => {
 
 
 @pytest.mark.parametrize("path, title, width", [("predict", "Predict", 1400), ("runs", "Runs", 900)])
-def test_a_deep_link_on_a_cold_server_paints_the_real_page_at_once(tmp_path, path, title, width):
-    from playwright.sync_api import sync_playwright
-
+def test_a_deep_link_on_a_cold_server_paints_the_real_page_at_once(tmp_path, page, path, title, width):
     digits_npz(tmp_path / "data", name="mnist", n_train=50, n_test=20)
-    SHOTS.mkdir(exist_ok=True)
     with app_server({"MSCOMPARE_RUNS_DIR": str(tmp_path / "runs"), "MSCOMPARE_DATA_ROOT": str(tmp_path / "data")}) \
-            as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
-        page = browser.new_page(viewport={"width": width, "height": 900})
+            as url:
+        page.set_viewport_size({"width": width, "height": 900})
         page.add_init_script(WATCH)
         start = time.time()
         page.goto(f"{url}/{path}", wait_until="commit")  # the server's first session: no page has run yet
@@ -50,7 +39,6 @@ def test_a_deep_link_on_a_cold_server_paints_the_real_page_at_once(tmp_path, pat
         page.get_by_role("heading", name=title, exact=True).wait_for()
         page.locator("[data-testid='stSidebarNav']").get_by_text("Home", exact=True).wait_for()
         seen = page.evaluate("window.__seen")
-        browser.close()
     print(f"cold /{path}: app shell at {seen['app']:.0f} ms, title at {seen['headings'][title]:.0f} ms "
           f"after the request ({time.time() - start:.1f} s in all)")
     assert not LEGACY & set(seen["labels"]), seen["labels"]  # no lowercase file-name link, ever

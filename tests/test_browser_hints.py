@@ -1,19 +1,14 @@
 """In a real browser at 1400 and 900 px: Predict's out-of-distribution hint and the pad's Clear button, the Train and
 Sweep forms' estimated training time, and tables whose empty cells never read None or nan."""
 import re
-import shutil
 
 import pytest
 
-from conftest import ROOT, app_server, digits_npz
+from conftest import BROWSER, ROOT, SHOTS, app_server, digits_npz, no_exception, settle
 from mscompare.config import config_for, preset
 from mscompare.runs import RunStore
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                 "(apt-get install chromium chromium-driver); .ci/run installs it")]
-SHOTS = ROOT / "tests" / "screenshots"
+pytestmark = [*BROWSER, pytest.mark.xdist_group("browser_hints")]  # one worker starts its module-scoped app
 SAMPLES = ROOT / "samples"
 WIDTHS = [1400, 900]
 
@@ -35,28 +30,13 @@ def stored_runs(runs_dir):
 
 
 @pytest.fixture(scope="module")
-def browser_page(tmp_path_factory):
-    from playwright.sync_api import sync_playwright
-
+def app(tmp_path_factory):
+    """The app on a store that holds stored_runs' batch; no test writes to it."""
     data, runs = tmp_path_factory.mktemp("hints-data"), tmp_path_factory.mktemp("hints-runs")
     digits_npz(data, name="mnist", n_train=100, n_test=40)
     stored_runs(runs)
-    SHOTS.mkdir(exist_ok=True)
-    with app_server({"MSCOMPARE_RUNS_DIR": str(runs), "MSCOMPARE_DATA_ROOT": str(data)}) as url, \
-            sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(90_000)
-        yield url, page
-        browser.close()
-
-
-def settle(page):
-    """Until the script has finished its current run (the status widget shows while it runs)."""
-    page.wait_for_timeout(300)
-    page.get_by_test_id("stStatusWidget").wait_for(state="hidden")
+    with app_server({"MSCOMPARE_RUNS_DIR": str(runs), "MSCOMPARE_DATA_ROOT": str(data)}) as url:
+        yield url
 
 
 def open_page(url, page, path, width):
@@ -66,16 +46,12 @@ def open_page(url, page, path, width):
     settle(page)
 
 
-def no_exception(page):
-    assert page.locator("[data-testid='stException']").count() == 0
-
-
 HINT = "This image looks unlike the mnist training images"
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-def test_a_photo_gets_the_hint_and_a_real_digit_does_not(browser_page, width):
-    url, page = browser_page
+def test_a_photo_gets_the_hint_and_a_real_digit_does_not(app, page, width):
+    url = app
     open_page(url, page, "predict", width)
     upload = page.locator("input[type='file']")
     upload.set_input_files(str(SAMPLES / "cifar10" / "cat_3000.png"))
@@ -93,8 +69,8 @@ def test_a_photo_gets_the_hint_and_a_real_digit_does_not(browser_page, width):
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-def test_the_drawing_pad_clears_with_its_one_clear_button(browser_page, width):
-    url, page = browser_page
+def test_the_drawing_pad_clears_with_its_one_clear_button(app, page, width):
+    url = app
     open_page(url, page, "predict", width)
     page.get_by_text("Draw", exact=True).click()
     pad = page.locator("canvas.upper-canvas").first  # fabric.js's drawing layer, in the component's shadow root
@@ -127,8 +103,8 @@ def estimate(page) -> str:
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-def test_the_forms_say_the_estimated_time_and_follow_their_inputs(browser_page, width):
-    url, page = browser_page
+def test_the_forms_say_the_estimated_time_and_follow_their_inputs(app, page, width):
+    url = app
     open_page(url, page, "train", width)
     text = estimate(page)
     assert re.search(r"about \d+ (s|min) for mobilenet \(3 runs at the median img/s of 2 finished runs", text), text
@@ -152,8 +128,8 @@ CELLS = ("() => [...document.querySelectorAll(\"[data-testid='stDataFrame'] td, 
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-def test_no_table_on_any_page_reads_none_or_nan(browser_page, width):
-    url, page = browser_page
+def test_no_table_on_any_page_reads_none_or_nan(app, page, width):
+    url = app
     for path in ("runs", "train", "architectures"):
         open_page(url, page, path, width)
         if path == "train":

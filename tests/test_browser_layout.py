@@ -1,51 +1,41 @@
 """In a real browser: every page at 900 and 1400 px without sideways scrolling or a request off this machine, and a
 sweep that keeps its place in the URL across a reload."""
 import re
-import shutil
 from urllib.parse import urlparse
 
 import pytest
 
-from conftest import ROOT, app_server, digits_npz
+from conftest import BROWSER, SHOTS, app_server, digits_npz, settle
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                 "(apt-get install chromium chromium-driver); .ci/run installs it")]
-SHOTS = ROOT / "tests" / "screenshots"
+pytestmark = [*BROWSER, pytest.mark.xdist_group("browser_layout")]  # one worker starts its module-scoped app
 PAGES = {"": "mscompare", "architectures": "Architectures", "train": "Train & compare", "sweep": "Sweep",
          "predict": "Predict", "runs": "Runs", "docs": "Docs"}
 
 
+def serve(data_dir, runs_dir):
+    digits_npz(data_dir, name="mnist", n_train=200, n_test=50)
+    return app_server({"MSCOMPARE_RUNS_DIR": str(runs_dir), "MSCOMPARE_DATA_ROOT": str(data_dir)})
+
+
 @pytest.fixture(scope="module")
-def browser_page(tmp_path_factory):
-    from playwright.sync_api import sync_playwright
-
-    data = tmp_path_factory.mktemp("layout-data")
-    digits_npz(data, name="mnist", n_train=200, n_test=50)
-    SHOTS.mkdir(exist_ok=True)
-    with app_server({"MSCOMPARE_RUNS_DIR": str(tmp_path_factory.mktemp("layout-runs")),
-                     "MSCOMPARE_DATA_ROOT": str(data)}) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(90_000)
-        off_host = []
-        page.on("request", lambda r: urlparse(r.url).hostname not in ("127.0.0.1", None)
-                and r.url.startswith("http") and off_host.append(r.url))
-        yield url, page, off_host
-        browser.close()
+def empty_app(tmp_path_factory):
+    """The app on an empty run store that no test writes to: the pages as a new user sees them."""
+    with serve(tmp_path_factory.mktemp("layout-data"), tmp_path_factory.mktemp("layout-runs")) as url:
+        yield url
 
 
-def settle(page):
-    page.wait_for_timeout(300)
-    page.get_by_test_id("stStatusWidget").wait_for(state="hidden")
+@pytest.fixture
+def own_app(tmp_path):
+    """The app on this test's own run store."""
+    with serve(tmp_path / "data", tmp_path / "runs") as url:
+        yield url
 
 
 @pytest.mark.parametrize("width", [1400, 900])
-def test_every_page_fits_the_window_and_stays_on_this_machine(browser_page, width):
-    url, page, off_host = browser_page
+def test_every_page_fits_the_window_and_stays_on_this_machine(empty_app, page, width):
+    url, off_host = empty_app, []
+    page.on("request", lambda r: urlparse(r.url).hostname not in ("127.0.0.1", None)
+            and r.url.startswith("http") and off_host.append(r.url))
     page.set_viewport_size({"width": width, "height": 1000})
     for path, heading in PAGES.items():
         page.goto(f"{url}/{path}")
@@ -63,9 +53,8 @@ def test_every_page_fits_the_window_and_stays_on_this_machine(browser_page, widt
     assert not off_host, off_host  # favicon, fonts and icons all come from the app itself
 
 
-def test_a_sweep_keeps_its_place_in_the_url_and_is_listed_after_a_reload(browser_page):
-    url, page, _ = browser_page
-    page.set_viewport_size({"width": 1400, "height": 1000})
+def test_a_sweep_keeps_its_place_in_the_url_and_is_listed_after_a_reload(own_app, page):
+    url = own_app
     page.goto(f"{url}/sweep")
     page.get_by_role("button", name=re.compile(r"^Start sweep")).wait_for()
     settle(page)
