@@ -20,6 +20,8 @@ from mscompare.models import build_model
 from mscompare.predict import model_input, preprocess
 from mscompare.runs import RunStore
 
+pytestmark = pytest.mark.xdist_group("export")  # one worker builds the module-scoped fixture
+
 SAMPLES = ROOT / "samples" / "mnist"
 
 

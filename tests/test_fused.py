@@ -110,7 +110,7 @@ def test_train_seeds_fused_matches_unfused_from_the_cli(tiny_npz, tmp_path):
     from conftest import mscompare_cli
 
     common = ["train", "--model", "ms_concat", "--dataset", "tinydigits", "--data-root", str(tiny_npz), "--width",
-              "8", "--iters", "100", "--eval-every", "50", "--batch-size", "32", "--seeds", "3", "--json",
+              "8", "--iters", "50", "--eval-every", "50", "--batch-size", "32", "--seeds", "3", "--json",
               "--device", "cpu", "--runs-dir", str(tmp_path / "runs")]
     out = {}
     for mode in ("on", "off"):

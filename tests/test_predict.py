@@ -16,6 +16,8 @@ from mscompare.predict import (PredictionError, canvas_image, display_copy, fini
                                predict, predict_files, preprocess, run_label)
 from mscompare.runs import RunStore
 
+pytestmark = pytest.mark.xdist_group("predict")  # one worker builds the module-scoped fixture
+
 MODELS = {"alexnet", "mobilenet", "googlenet", "ms_concat", "ms_add"}
 SAMPLES = ROOT / "samples"
 

@@ -11,6 +11,8 @@ import pytest
 from mscompare.runs import RunStore
 from mscompare.sweep import grid, run_trials
 
+pytestmark = pytest.mark.xdist_group("ray")  # one worker builds the module-scoped fixture
+
 
 @pytest.fixture(scope="module")
 def ray():
