@@ -294,6 +294,7 @@ class Worker:
     def __init__(self, process, control):
         self.process, self.control = process, control
         self.finished = threading.Event()  # set by the slot once the process has ended and is reaped
+        self._sending = threading.Lock()  # cancels of two runs of a group, from two page threads
 
     @property
     def pid(self) -> int | None:
@@ -305,7 +306,7 @@ class Worker:
                 os.kill(self.pid, sig)
 
     def cancel(self, rid: str) -> None:
-        with contextlib.suppress(OSError, ValueError):  # the worker has just ended
+        with self._sending, contextlib.suppress(OSError, ValueError):  # OSError: the worker has just ended
             self.control.send(rid)
 
     def reap(self) -> int | None:
