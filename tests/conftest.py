@@ -215,8 +215,10 @@ def page(chromium, request):
 
 
 def settle(page) -> None:
-    """Wait until the page's script has finished its current run (the status widget shows while it runs)."""
-    page.wait_for_timeout(300)
+    """Wait until the page's script has finished its current run: Streamlit marks its app element with the run's
+    state (as Streamlit's own end-to-end tests wait for it), and shows the status widget while a run goes on."""
+    page.wait_for_timeout(300)  # an interaction's rerun request reaches the page
+    page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for()
     page.get_by_test_id("stStatusWidget").wait_for(state="hidden")
 
 
