@@ -8,9 +8,11 @@ import multiprocessing.connection
 import os
 import queue
 import signal
+import sys
 import tempfile
 import threading
 import time
+import types
 from pathlib import Path
 
 from mscompare import lifecycle
@@ -236,8 +238,7 @@ class RunManager:
                                   name="mscompare-worker"), control)
         ended: dict[str, RunEnd] = {}
         try:
-            with _REAP:
-                proc.process.start()
+            _start(proc.process)
             events_w.close()
             control_r.close()
             with self._lock:
@@ -319,6 +320,21 @@ class Worker:
 
 
 _REAP = threading.Lock()
+_NO_MAIN = types.ModuleType("__main__")  # no __file__, no __spec__: nothing for a worker to import
+
+
+def _start(process) -> None:
+    """Start a worker with this process's main module hidden. A forkserver child imports the parent's main script
+    before it runs its target: the app's last page script (Streamlit installs it as __main__), which would run
+    its page, or a user's script, which would need a main guard. A worker needs neither."""
+    with _REAP:
+        main = sys.modules["__main__"]
+        sys.modules["__main__"] = _NO_MAIN
+        try:
+            process.start()
+        finally:
+            if sys.modules.get("__main__") is _NO_MAIN:  # not replaced meanwhile (Streamlit starting a page)
+                sys.modules["__main__"] = main
 
 
 def forkserver():

@@ -1,5 +1,6 @@
 """Worker processes forked from the forkserver: nothing heavy imported per run, the environment of the submit."""
 import sys
+import types
 from pathlib import Path
 
 from conftest import digits_npz, wait_for
@@ -60,3 +61,25 @@ def test_a_worker_runs_in_the_environment_of_its_submit_not_the_forkservers(tmp_
         assert mgr.wait(timeout=30) and store.get(long)["status"] == "cancelled"
     finally:
         mgr.close(timeout=0)
+
+
+def test_a_worker_imports_nothing_of_the_main_script_that_started_it(tmp_path, monkeypatch):
+    """Streamlit installs the page script it runs as __main__, and a forkserver child imports the parent's main
+    script before its target: the page (or a user's unguarded script) would run again in every worker."""
+    digits_npz(tmp_path)
+    ran = tmp_path / "the main script ran"
+    script = tmp_path / "page.py"
+    script.write_text(f"open({str(ran)!r}, 'w').close()\n")
+    page = types.ModuleType("__main__")
+    page.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", page)
+    store = RunStore(tmp_path / "runs")
+    mgr = RunManager(store, concurrency=1)
+    try:
+        rid = mgr.add(SMALL, tcfg(tmp_path))
+        assert mgr.wait(timeout=120)
+    finally:
+        mgr.close(timeout=0)
+    assert store.get(rid)["status"] == "done", store.get(rid)["message"]
+    assert sys.modules["__main__"] is page  # put back after the start
+    assert not ran.exists()
