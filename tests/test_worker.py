@@ -1,4 +1,5 @@
-"""Worker processes forked from the forkserver: nothing heavy imported per run, the environment of the submit."""
+"""Worker processes forked from the forkserver: nothing heavy imported per run, nothing of the main script that
+started them, and the environment of the submit."""
 import sys
 import types
 from pathlib import Path
@@ -19,6 +20,18 @@ def tcfg(root, **kw):
                           "eval_every": 10, "device": "cpu", **kw})
 
 
+def train_one(tmp_path) -> dict:
+    """One small run, trained by a RunManager of its own; its row in the store."""
+    store = RunStore(tmp_path / "runs")
+    mgr = RunManager(store, concurrency=1)
+    try:
+        rid = mgr.add(SMALL, tcfg(tmp_path))
+        assert mgr.wait(timeout=120)
+    finally:
+        mgr.close(timeout=0)
+    return store.get(rid)
+
+
 def _spy(job, *conns):
     """worker.run, writing down the modules it imported (in the worker, where this module is not patched)."""
     before = set(sys.modules)
@@ -31,14 +44,8 @@ def test_a_worker_trains_a_run_without_importing_torch_or_the_training_code(tmp_
     out = tmp_path / "imports.txt"
     monkeypatch.setenv("MSCOMPARE_TEST_IMPORTS", str(out))
     monkeypatch.setattr(worker, "run", _spy)
-    store = RunStore(tmp_path / "runs")
-    mgr = RunManager(store, concurrency=1)
-    try:
-        rid = mgr.add(SMALL, tcfg(tmp_path))
-        assert mgr.wait(timeout=120)
-    finally:
-        mgr.close(timeout=0)
-    assert store.get(rid)["status"] == "done", store.get(rid)["message"]
+    row = train_one(tmp_path)
+    assert row["status"] == "done", row["message"]
     imported = out.read_text().split()
     heavy = [m for m in imported if m.split(".")[0] in ("torch", "torchvision", "scipy", "mscompare", "PIL")]
     assert heavy == [], f"imported per run, not by the forkserver (worker.PRELOAD): {heavy}"
@@ -73,13 +80,7 @@ def test_a_worker_imports_nothing_of_the_main_script_that_started_it(tmp_path, m
     page = types.ModuleType("__main__")
     page.__file__ = str(script)
     monkeypatch.setitem(sys.modules, "__main__", page)
-    store = RunStore(tmp_path / "runs")
-    mgr = RunManager(store, concurrency=1)
-    try:
-        rid = mgr.add(SMALL, tcfg(tmp_path))
-        assert mgr.wait(timeout=120)
-    finally:
-        mgr.close(timeout=0)
-    assert store.get(rid)["status"] == "done", store.get(rid)["message"]
+    row = train_one(tmp_path)
+    assert row["status"] == "done", row["message"]
     assert sys.modules["__main__"] is page  # put back after the start
     assert not ran.exists()
