@@ -113,8 +113,8 @@ def test_prefetch_profiles_the_neighbouring_slider_positions_in_the_background()
 
 def test_a_process_that_exits_while_the_prefetch_profiles_exits_cleanly():
     """The background profiling is a daemon thread: the process must not abort when it ends in the middle of one."""
-    code = ("import time\nfrom mscompare import profile\nprofile.prefetch('mnist', 2, 32)\n"
+    code = ("from mscompare import profile\nprofile.prefetch('mnist', 2, 32)\n"
             "while profile.cached_profile.cache_info().currsize < 2:  # exit once it is well into its profiles\n"
-            "    time.sleep(0.01)\n")
+            "    profile.wait_for_prefetch(0.01)\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-500:]
