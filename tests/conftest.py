@@ -159,9 +159,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def app_server(env: dict, timeout: float = 90):
-    """`streamlit run app.py` headless on a free local port with `env` added to this environment; yields its URL
-    once the health endpoint answers, and stops the server after the block."""
+def app_server(runs_dir: Path, data_root: Path, timeout: float = 90):
+    """`streamlit run app.py` headless on a free local port, on the run store `runs_dir` and the datasets under
+    `data_root`; yields its URL once the health endpoint answers, and stops the server after the block."""
+    env = {"MSCOMPARE_RUNS_DIR": str(runs_dir), "MSCOMPARE_DATA_ROOT": str(data_root)}
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
                              "true", "--server.port", str(port), "--server.address", "127.0.0.1",

@@ -20,7 +20,7 @@ def serve(tmp_path, seed_run: bool = False):
         done = mscompare_cli("train", "--model", "mobilenet", "--dataset", "mnist", "--data-root", data,
                              "--runs-dir", runs, "--iters", "20", "--eval-every", "10")
         assert done.returncode == 0, done.stderr
-    return app_server({"MSCOMPARE_RUNS_DIR": str(runs), "MSCOMPARE_DATA_ROOT": str(data)})
+    return app_server(runs, data)
 
 
 @pytest.fixture

@@ -27,8 +27,7 @@ new MutationObserver(() => {
 @pytest.mark.parametrize("path, title, width", [("predict", "Predict", 1400), ("runs", "Runs", 900)])
 def test_a_deep_link_on_a_cold_server_paints_the_real_page_at_once(tmp_path, page, path, title, width):
     digits_npz(tmp_path / "data", name="mnist", n_train=50, n_test=20)
-    with app_server({"MSCOMPARE_RUNS_DIR": str(tmp_path / "runs"), "MSCOMPARE_DATA_ROOT": str(tmp_path / "data")}) \
-            as url:
+    with app_server(tmp_path / "runs", tmp_path / "data") as url:
         page.set_viewport_size({"width": width, "height": 900})
         page.add_init_script(WATCH)
         start = time.time()

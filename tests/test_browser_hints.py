@@ -36,7 +36,7 @@ def app(tmp_path_factory):
     data, runs = tmp_path_factory.mktemp("hints-data"), tmp_path_factory.mktemp("hints-runs")
     digits_npz(data, name="mnist", n_train=100, n_test=40)
     stored_runs(runs)
-    with app_server({"MSCOMPARE_RUNS_DIR": str(runs), "MSCOMPARE_DATA_ROOT": str(data)}) as url:
+    with app_server(runs, data) as url:
         yield url
 
 

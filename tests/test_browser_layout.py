@@ -14,7 +14,7 @@ PAGES = {"": "mscompare", "architectures": "Architectures", "train": "Train & co
 
 def serve(data_dir, runs_dir):
     digits_npz(data_dir, name="mnist", n_train=200, n_test=50)
-    return app_server({"MSCOMPARE_RUNS_DIR": str(runs_dir), "MSCOMPARE_DATA_ROOT": str(data_dir)})
+    return app_server(runs_dir, data_dir)
 
 
 @pytest.fixture(scope="module")
